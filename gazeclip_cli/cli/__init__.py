@@ -1,0 +1,1 @@
+"""The command-line layer: parse, call the core, render. Only this layer imports typer or rich."""
