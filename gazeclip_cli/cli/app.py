@@ -18,8 +18,7 @@ from gazeclip_cli.cli import output
 from gazeclip_cli.core.errors import GazeclipError
 
 # Modules under gazeclip_cli.cli.commands, each with a ``register(app)`` function.
-COMMAND_MODULES: list[str] = [
-]
+COMMAND_MODULES: list[str] = []
 
 app = typer.Typer(
     name="gazeclip",
@@ -39,7 +38,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """GazeCLIP deepfake attribution and detection of face images."""
 

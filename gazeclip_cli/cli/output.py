@@ -23,7 +23,9 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def print_table(title: str | None, columns: list[str], rows: list[list[Any]], *, console: Console = out) -> None:
+def print_table(
+    title: str | None, columns: list[str], rows: list[list[Any]], *, console: Console = out
+) -> None:
     """Render rows as a rich table; numbers right-aligned."""
     table = Table(title=title, title_justify="left")
     for i, name in enumerate(columns):

@@ -1,0 +1,103 @@
+"""Tiny builder functions: config (+ weight files) -> parts -> :class:`GazeCLIP`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+from gazeclip_cli.core.model.agpm import AGPM
+from gazeclip_cli.core.model.clip_towers import build_clip
+from gazeclip_cli.core.model.config import GazeCLIPConfig
+from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
+from gazeclip_cli.core.model.gaze_estimator import build_gaze_estimator
+from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
+from gazeclip_cli.core.model.prompts import class_prompts, load_templates
+from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
+from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights
+from gazeclip_cli.core.weights.locate import resolve_weight, weights_dir
+
+
+@dataclass
+class WeightSources:
+    """Where pretrained weights come from. ``pretrained=False`` builds with random towers."""
+
+    pretrained: bool = True  # load the weight files the config names (an error if one is missing)
+    directory: str | Path | None = None  # weights folder (default: $GAZECLIP_WEIGHTS_DIR or models/weights)
+    overrides: dict[str, str | Path] = field(default_factory=dict)  # weight name -> explicit file
+
+
+def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
+    """(x, t) token ids: each class's prompts, tokenised to 77 each and concatenated."""
+    if cfg.learnable_prompt_tokens and cfg.learnable_prompt_tokens > cfg.clip.text.context_length - 20:
+        raise ValueError("learnable_prompt_tokens leaves no room for the prompt")
+    templates = load_templates(cfg.prompt_templates)
+    tokenizer = SimpleTokenizer(context_length=cfg.clip.text.context_length)
+    placeholder = "X " * cfg.learnable_prompt_tokens
+    rows = []
+    for spec in cfg.classes:
+        prompts = [placeholder + p for p in class_prompts(spec, cfg.prompt_levels, templates)]
+        rows.append(tokenizer(prompts).reshape(-1))  # (levels, 77) -> (t,)
+    return torch.stack(rows)
+
+
+def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, seed: int = 0) -> GazeCLIP:
+    """Build the network; load the named pretrained weights unless ``weights.pretrained`` is False.
+
+    Random initialisation is deterministic in ``seed`` and does not touch the global RNG.
+    Records ``model.pretrained_files`` (weight name -> file) for provenance and model folders.
+    """
+    weights = weights or WeightSources()
+    directory = weights_dir(weights.directory)
+    loaded: dict[str, Path] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clip = build_clip(cfg.clip) if (cfg.use_gie or cfg.use_lre) else None
+        if clip is not None and weights.pretrained and cfg.clip.weights:
+            path = resolve_weight(cfg.clip.weights, directory, weights.overrides.get(cfg.clip.weights))
+            load_clip_weights(clip, path)
+            loaded[cfg.clip.weights] = path
+        gaze_encoder = None
+        if cfg.use_gaze_encoder:
+            estimator = build_gaze_estimator(cfg.gaze)
+            if weights.pretrained and cfg.gaze.weights:
+                path = resolve_weight(cfg.gaze.weights, directory, weights.overrides.get(cfg.gaze.weights))
+                load_gaze_weights(estimator, path)
+                loaded[cfg.gaze.weights] = path
+            gaze_encoder = GazeEncoder(estimator, cfg.clip.vision.width, finetune=cfg.finetune_gaze_estimator)
+        agpm = AGPM(cfg.agpm) if cfg.use_agpm else None
+        if not cfg.use_gaze_encoder and agpm is not None and cfg.agpm.gaze_token:
+            from dataclasses import replace
+
+            agpm = AGPM(replace(cfg.agpm, gaze_token=False))
+        gie = None
+        if cfg.use_gie:
+            gie = GazeAwareImageEncoder(
+                clip.visual,
+                gi_heads=cfg.gi_heads,
+                gi_query=cfg.gi_query,
+                use_gi=cfg.use_gi and cfg.use_gaze_encoder,
+                lora_blocks=cfg.gie_lora_blocks,
+                lora_rank=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha,
+            )
+        lre, tokens = None, None
+        if cfg.use_lre:
+            lre = LanguageRefinementEncoder(
+                clip,
+                num_prompts=len(cfg.prompt_levels),
+                aws=cfg.aws,
+                aws_placement=cfg.aws_placement,
+                aws_init=cfg.aws_init,
+                lora_blocks=cfg.lre_lora_blocks,
+                lora_rank=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha,
+                learnable_tokens=cfg.learnable_prompt_tokens,
+            )
+            tokens = prompt_tokens(cfg)
+        model = GazeCLIP(cfg, gaze_encoder, agpm, gie, lre, tokens)
+    model.pretrained_files = loaded
+    return model

@@ -1,0 +1,204 @@
+"""Configuration dataclasses of the GazeCLIP network, one comment per field.
+
+Named architectures (``gazeclip_cli/core/architectures/*.toml``) are read into
+:class:`GazeCLIPConfig`; every ablation of the paper's Tables IV, VI and IX-XIII is a
+field here, not a code fork.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gazeclip_cli.core.config_io import from_dict, read_toml
+from gazeclip_cli.core.errors import ConfigError
+from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS, GazeEstimatorConfig
+
+
+@dataclass(frozen=True)
+class VisionTowerConfig:
+    """The CLIP image tower (open_clip VisionTransformer)."""
+
+    image_size: int = 256  # input side in pixels; 224-pixel weights get their position embedding resized
+    patch_size: int = 32  # patch side; m = (image_size / patch_size)^2 patches
+    width: int = 768  # d, token width
+    layers: int = 12  # N, transformer blocks
+    head_width: int = 64  # width of one attention head (heads = width / head_width)
+    mlp_ratio: float = 4.0  # MLP hidden width / width
+
+
+@dataclass(frozen=True)
+class TextTowerConfig:
+    """The CLIP text tower (open_clip CLIP text transformer)."""
+
+    context_length: int = 77  # tokens of one prompt; the LRE concatenates one per prompt level
+    vocab_size: int = 49408  # CLIP BPE vocabulary
+    width: int = 512  # s, token width
+    heads: int = 8  # attention heads
+    layers: int = 12  # L, transformer blocks
+    mlp_ratio: float = 4.0  # MLP hidden width / width
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """The frozen CLIP model both towers come from."""
+
+    embed_dim: int = 512  # joint embedding width (text projection output)
+    quick_gelu: bool = True  # OpenAI weights were trained with QuickGELU
+    weights: str = (
+        "clip-vit-b-32"  # weight name resolved by gazeclip_cli.core.weights; "" = random (test configs only)
+    )
+    open_clip_name: str = "ViT-B-32-quickgelu"  # open_clip model name used by `gazeclip weights fetch`
+    open_clip_pretrained: str = "openai"  # open_clip pretrained tag used by `gazeclip weights fetch`
+    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+
+
+@dataclass(frozen=True)
+class AGPMConfig:
+    """Appearance-gaze perception module."""
+
+    conv_channels: tuple[int, ...] = (64, 128, 256, 512, 512)  # stride-2 conv stages; the last is c
+    grid: int = 7  # h = w of the appearance feature map (adaptive pooling)
+    token_dim: int = 1024  # a, token width
+    layers: int = 6  # E, transformer blocks
+    heads: int = 8  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width / token width
+    gaze_token: bool = True  # append the gaze token (off = appearance-only AGPM)
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One attribution class and its place in the label hierarchy (the paper's Fig. 11)."""
+
+    name: str  # generator name as in the protocol, or the real source
+    forgery_type: str  # EFS, FS, AM, FR, TF, or Real
+    architecture: str  # GAN, Diffusion, Flow, or Real
+
+
+PAPER_CLASSES: tuple[ClassSpec, ...] = (
+    ClassSpec("CelebA-HQ", "Real", "Real"),
+    ClassSpec("DiffFace", "FS", "Diffusion"),
+    ClassSpec("Diffae", "AM", "Diffusion"),
+    ClassSpec("LatDiff", "EFS", "Diffusion"),
+    ClassSpec("CollDiff", "EFS", "Diffusion"),
+    ClassSpec("DDPM", "EFS", "Diffusion"),
+    ClassSpec("FSLSD", "FS", "GAN"),
+    ClassSpec("FaceSwapper", "FS", "GAN"),
+    ClassSpec("LatTrans", "AM", "GAN"),
+    ClassSpec("StyleGAN2", "EFS", "GAN"),
+    ClassSpec("StyleGAN3", "EFS", "GAN"),
+)
+
+AWS_PLACEMENTS = ("before", "between", "after")
+GI_QUERIES = ("cls", "patch", "all")
+PIXEL_NORMS = ("unit", "clip")
+
+
+@dataclass(frozen=True)
+class GazeCLIPConfig:
+    """The whole network. Defaults are the paper's (Section IV-A)."""
+
+    name: str = "gazeclip-vit-b-32"  # architecture name
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    gaze: GazeEstimatorConfig = field(default_factory=GazeEstimatorConfig)
+    agpm: AGPMConfig = field(default_factory=AGPMConfig)
+    classes: tuple[ClassSpec, ...] = PAPER_CLASSES  # attribution classes, index = DFA label (x = len)
+    pixel_norm: str = "unit"  # "unit": pixels / 255 (the paper); "clip": CLIP mean/std as well
+    # Gaze injector (GI)
+    gi_heads: int = 8  # r, heads of the injector attention
+    gi_query: str = "cls"  # which tokens query the gaze: cls (paper), patch, or all (Table X)
+    # LoRA (Table XII)
+    lora_rank: int = 8  # LoRA rank
+    lora_alpha: int = 32  # LoRA alpha
+    gie_lora_blocks: int = 2  # LoRA on the last K image blocks
+    lre_lora_blocks: int = 1  # LoRA on the last K text blocks
+    # Adaptive-enhanced word selector (Tables IV, IX)
+    aws: bool = True  # use the AWS diagonal in every text block
+    aws_placement: str = "before"  # before MHA (paper), between MHA and FF, or after FF
+    aws_init: str = "normal"  # "normal": N(0, 1) as the paper says; "ones": start as identity
+    # Prompts (Table XI)
+    prompt_levels: tuple[int, ...] = (1, 2, 3, 4)  # hierarchical levels, t = 77 * len
+    learnable_prompt_tokens: int = 0  # LP: learnable context tokens per prompt (0 = off)
+    prompt_templates: str = ""  # path of a templates TOML; "" = the packaged templates
+    # Module ablations (Tables VI, XIII)
+    use_agpm: bool = True  # appearance-gaze perception module
+    use_gaze_encoder: bool = True  # GE; off removes every gaze input (no gaze token, no GI)
+    use_gie: bool = True  # gaze-aware CLIP image encoder
+    use_lre: bool = True  # language refinement encoder and the contrastive loss (training only)
+    use_gi: bool = True  # gaze injectors inside the GIE
+    finetune_gaze_estimator: bool = False  # train the gaze estimator too (Table XIII "w/ finetuned GE")
+    temperature_init: float = 0.07  # initial contrastive temperature (learnable)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.aws_placement in AWS_PLACEMENTS, f"aws_placement must be one of {AWS_PLACEMENTS}"),
+            (self.aws_init in ("normal", "ones"), "aws_init must be 'normal' or 'ones'"),
+            (self.gi_query in GI_QUERIES, f"gi_query must be one of {GI_QUERIES}"),
+            (self.pixel_norm in PIXEL_NORMS, f"pixel_norm must be one of {PIXEL_NORMS}"),
+            (self.use_agpm or self.use_gie, "at least one of use_agpm and use_gie must be on"),
+            (
+                0 <= self.gie_lora_blocks <= self.clip.vision.layers,
+                "gie_lora_blocks must be in 0..vision layers",
+            ),
+            (0 <= self.lre_lora_blocks <= self.clip.text.layers, "lre_lora_blocks must be in 0..text layers"),
+            (len(self.prompt_levels) > 0 and set(self.prompt_levels) <= {1, 2, 3, 4}, "prompt_levels: 1..4"),
+            (list(self.prompt_levels) == sorted(set(self.prompt_levels)), "prompt_levels must be increasing"),
+            (self.clip.vision.width % self.gi_heads == 0, "gi_heads must divide the vision width"),
+            (self.agpm.token_dim % self.agpm.heads == 0, "agpm.heads must divide agpm.token_dim"),
+            (len(self.classes) >= 2, "at least two attribution classes are needed"),
+            (self.gaze.name in GAZE_ESTIMATORS, f"gaze.name must be one of {sorted(GAZE_ESTIMATORS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def num_classes(self) -> int:
+        """x: attribution logits (real + seen generators)."""
+        return len(self.classes)
+
+    @property
+    def uses_gaze(self) -> bool:
+        return self.use_gaze_encoder
+
+    @property
+    def text_length(self) -> int:
+        """t: tokens of the concatenated prompts."""
+        return self.clip.text.context_length * len(self.prompt_levels)
+
+
+ARCHITECTURES_PACKAGE = "gazeclip_cli.core.architectures"
+
+
+def list_architectures() -> list[str]:
+    """Names of the architectures shipped inside the package."""
+    files = resources.files(ARCHITECTURES_PACKAGE).iterdir()
+    return sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml"))
+
+
+def config_from_toml_data(data: dict[str, Any], where: str) -> GazeCLIPConfig:
+    return from_dict(GazeCLIPConfig, data, where)
+
+
+def load_architecture(name_or_path: str | Path, **overrides: Any) -> GazeCLIPConfig:
+    """A named architecture, or a TOML file path, with optional top-level field overrides."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        cfg = config_from_toml_data(read_toml(path), str(path))
+    else:
+        name = str(name_or_path)
+        if name not in list_architectures():
+            raise ConfigError(
+                f"unknown architecture '{name}' (known: {', '.join(list_architectures())}; or pass a .toml path)"
+            )
+        res = resources.files(ARCHITECTURES_PACKAGE) / f"{name}.toml"
+        import tomllib
+
+        cfg = config_from_toml_data(tomllib.loads(res.read_text(encoding="utf-8")), f"architecture {name}")
+    try:
+        return replace(cfg, **overrides) if overrides else cfg
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"architecture override: {exc}") from None

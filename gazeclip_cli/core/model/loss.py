@@ -1,0 +1,71 @@
+"""The training loss: L = CE(attribution) + CE(detection) + L_cmc.
+
+L_cmc is CLIP's symmetric contrastive loss between I_v_g and T_l_g. The batch's text
+features are one row per distinct class, so samples of one class share one positive and
+two identical prompts are never each other's negatives: image -> text is a cross-entropy
+over the distinct classes; text -> image has several positives (every image of that
+class), with the target spread evenly over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gazeclip_cli.core.model.gazeclip import GazeCLIPOutput
+
+
+@dataclass
+class LossBreakdown:
+    total: torch.Tensor
+    attribution: torch.Tensor
+    detection: torch.Tensor
+    contrastive: torch.Tensor | None
+
+
+def contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_classes: torch.Tensor,
+    labels: torch.Tensor,
+    logit_scale: torch.Tensor,
+) -> torch.Tensor:
+    """Multi-positive CLIP loss.
+
+    Args:
+        image_features: (B, s).
+        text_features: (U, s), one per distinct class.
+        text_classes: (U,) the class of each text row.
+        labels: (B,) the class of each image; every label is in ``text_classes``.
+        logit_scale: log of the inverse temperature (clamped at 100 like CLIP).
+    """
+    img = F.normalize(image_features.float(), dim=-1)
+    txt = F.normalize(text_features.float(), dim=-1)
+    scale = logit_scale.float().exp().clamp(max=100.0)
+    logits = scale * img @ txt.T  # (B, U)
+    positives = (labels[:, None] == text_classes[None, :]).float()  # (B, U), one 1 per row
+    loss_i2t = F.cross_entropy(logits, positives.argmax(dim=1))
+    targets_t2i = positives.T / positives.T.sum(dim=1, keepdim=True)  # (U, B), rows sum to 1
+    loss_t2i = -(targets_t2i * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return (loss_i2t + loss_t2i) / 2
+
+
+def gazeclip_loss(
+    out: GazeCLIPOutput,
+    attribution_labels: torch.Tensor,
+    detection_labels: torch.Tensor,
+    logit_scale: torch.Tensor | None,
+) -> LossBreakdown:
+    """The paper's Eq. (7); the contrastive term is absent without an LRE."""
+    l_dfa = F.cross_entropy(out.attribution_logits.float(), attribution_labels)
+    l_dfd = F.cross_entropy(out.detection_logits.float(), detection_labels)
+    l_cmc = None
+    total = l_dfa + l_dfd
+    if out.text_features is not None and logit_scale is not None:
+        l_cmc = contrastive_loss(
+            out.visual_features, out.text_features, out.text_classes, attribution_labels, logit_scale
+        )
+        total = total + l_cmc
+    return LossBreakdown(total=total, attribution=l_dfa, detection=l_dfd, contrastive=l_cmc)

@@ -1,0 +1,122 @@
+"""Where named weight files live, and the message that says what to put where when they do not.
+
+A weight named ``N`` is looked for in the weights folder (``--weights-dir``,
+``$GAZECLIP_WEIGHTS_DIR``, or ``models/weights`` under the current folder) as
+``N.safetensors``, ``N.pt``, ``N.pth``, ``N.bin``, ``N.pth.tar``, or a folder ``N/``
+holding one weight file (an open_clip ``local-dir`` folder with
+``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, or ETH-XGaze's
+``epoch_24_ckpt.pth.tar``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gazeclip_cli.core.errors import WeightsError
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pth.tar")
+DEFAULT_WEIGHTS_DIR = Path("models") / "weights"
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A pretrained weight file the tool can use."""
+
+    name: str  # the name configs refer to
+    description: str  # what it is
+    how_to_get: str  # where it comes from, for the missing-file message
+    fetchable: bool  # `gazeclip weights fetch` can download it
+
+
+KNOWN_WEIGHTS: dict[str, WeightSpec] = {
+    "clip-vit-b-32": WeightSpec(
+        name="clip-vit-b-32",
+        description="OpenAI CLIP ViT-B/32 (image and text towers), 224-pixel weights; resized to 256 on load",
+        how_to_get=(
+            "run `gazeclip weights fetch clip-vit-b-32` on a machine with internet, or copy OpenAI's ViT-B-32.pt "
+            "or an open_clip ViT-B-32 (quickgelu, openai) checkpoint there"
+        ),
+        fetchable=True,
+    ),
+    "eth-xgaze": WeightSpec(
+        name="eth-xgaze",
+        description="ETH-XGaze baseline gaze estimator (ResNet-50, 224x224 normalised face -> pitch, yaw)",
+        how_to_get=(
+            "download the pre-trained model 'epoch_24_ckpt.pth.tar' linked from the README of "
+            "github.com/xucong-zhang/ETH-XGaze (no registry hosts it) and copy it there"
+        ),
+        fetchable=False,
+    ),
+}
+
+
+def weights_dir(explicit: str | Path | None = None) -> Path:
+    """The weights folder: the explicit one, else $GAZECLIP_WEIGHTS_DIR, else models/weights."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("GAZECLIP_WEIGHTS_DIR")
+    return Path(env) if env else DEFAULT_WEIGHTS_DIR
+
+
+def _is_weight_file(p: Path) -> bool:
+    return p.is_file() and any(p.name.endswith(s) for s in WEIGHT_SUFFIXES)
+
+
+def find_weight(name: str, directory: Path) -> Path | None:
+    """The file that holds weight ``name`` in ``directory``, or None."""
+    for suffix in WEIGHT_SUFFIXES:
+        candidate = directory / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    folder = directory / name
+    if folder.is_dir():
+        for preferred in (
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.bin",
+            "epoch_24_ckpt.pth.tar",
+        ):
+            if (folder / preferred).is_file():
+                return folder / preferred
+        files = sorted(p for p in folder.iterdir() if _is_weight_file(p))
+        if len(files) == 1:
+            return files[0]
+    return None
+
+
+def missing_message(name: str, directory: Path) -> str:
+    spec = KNOWN_WEIGHTS.get(name)
+    where = f"{directory / name}.safetensors (or .pt/.pth/.bin/.pth.tar, or a folder {directory / name}/)"
+    how = f": {spec.how_to_get}" if spec else ""
+    return f"weight '{name}' not found; put it at {where}{how}. See `gazeclip weights`."
+
+
+def resolve_weight(name: str, directory: Path, explicit: str | Path | None = None) -> Path:
+    """Path of weight ``name``; ``explicit`` (a file or folder the user gave) wins. Raises WeightsError."""
+    if explicit:
+        p = Path(explicit)
+        if p.is_dir():
+            found = find_weight(p.name, p.parent) or next(
+                (f for f in sorted(p.iterdir()) if _is_weight_file(f)), None
+            )
+            if found is None:
+                raise WeightsError(f"{p}: folder holds no weight file ({', '.join(WEIGHT_SUFFIXES)})")
+            return found
+        if not p.is_file():
+            raise WeightsError(f"{p}: weight file not found (given for '{name}')")
+        return p
+    found = find_weight(name, directory)
+    if found is None:
+        raise WeightsError(missing_message(name, directory))
+    return found
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
