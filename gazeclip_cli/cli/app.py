@@ -18,7 +18,10 @@ from gazeclip_cli.cli import output
 from gazeclip_cli.core.errors import GazeclipError
 
 # Modules under gazeclip_cli.cli.commands, each with a ``register(app)`` function.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "model_info",
+    "weights",
+]
 
 app = typer.Typer(
     name="gazeclip",

@@ -83,7 +83,7 @@ def convert_attention(blocks: nn.ModuleList) -> None:
     """Replace each open_clip block's ``attn`` in place by an equivalent :class:`FrozenSelfAttention`."""
     for block in blocks:
         if isinstance(block.attn, nn.MultiheadAttention):
-            block.attn = FrozenSelfAttention(block.attn)
+            block.attn = FrozenSelfAttention(block.attn).requires_grad_(False)
 
 
 def lora_pattern(prefix: str, block_indices: list[int]) -> str:

@@ -1,0 +1,81 @@
+"""`gazeclip model-info`, `gazeclip weights` and the CLI's error boundary, through CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from gazeclip_cli.cli.app import app
+from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+from gazeclip_cli.core.model.config import load_architecture
+from gazeclip_cli.core.model.info import model_info
+
+runner = CliRunner()
+
+
+def test_model_info_json_matches_the_model(tiny_model):
+    result = runner.invoke(app, ["model-info", "-a", "tiny-test", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    params = data["parameters"]
+    assert params["total"] == sum(p.numel() for p in tiny_model.parameters())
+    assert params["trainable"] == sum(p.numel() for p in tiny_model.parameters() if p.requires_grad)
+    assert sum(m["total"] for m in params["modules"]) == params["total"]
+    assert data["flops_per_image"]["train_path"] > data["flops_per_image"]["test_path"] > 0
+    assert data["paper_table_vii"]["params_m"] == 204.40
+
+
+def test_model_info_table():
+    result = runner.invoke(app, ["model-info", "-a", "tiny-test"])
+    assert result.exit_code == 0
+    assert "GIE gaze injectors" in result.stdout and "Table VII" in result.stdout
+
+
+def test_unknown_architecture_is_one_line_and_exit_1():
+    result = runner.invoke(app, ["model-info", "-a", "no-such-arch"])
+    assert result.exit_code == 1
+    assert "unknown architecture 'no-such-arch'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_debug_env_shows_the_traceback(monkeypatch):
+    monkeypatch.setenv("GAZECLIP_DEBUG", "1")
+    result = runner.invoke(app, ["model-info", "-a", "no-such-arch"])
+    assert result.exit_code == 1 and result.exception is not None
+    assert type(result.exception).__name__ == "ConfigError"
+
+
+def test_weights_status_missing_then_present(tmp_path):
+    result = runner.invoke(app, ["weights", "--weights-dir", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(result.stdout)["weights"]}
+    assert not rows["clip-vit-b-32"]["present"] and "weights fetch" in rows["clip-vit-b-32"]["missing"]
+    save_file({"x": torch.zeros(3)}, str(tmp_path / "clip-vit-b-32.safetensors"))
+    rows = {
+        r["name"]: r
+        for r in json.loads(
+            runner.invoke(app, ["weights", "--weights-dir", str(tmp_path), "--format", "json"]).stdout
+        )["weights"]
+    }
+    assert rows["clip-vit-b-32"]["present"] and len(rows["clip-vit-b-32"]["sha256"]) == 64
+    assert not rows["eth-xgaze"]["present"]
+
+
+@pytest.mark.slow
+def test_paper_configuration_builds_on_cpu_and_model_info_reports_its_breakdown():
+    model = build_gazeclip(load_architecture("gazeclip-vit-b-32"), WeightSources(pretrained=False))
+    info = model_info(model)
+    assert info.total == sum(p.numel() for p in model.parameters())
+    groups = {m.module: m for m in info.modules}
+    assert groups["GIE CLIP image tower (frozen)"].trainable == 0
+    assert groups["gaze estimator (GE, frozen)"].total == 23_512_130  # ResNet-50 trunk + Linear(2048, 2)
+    assert groups["GIE gaze injectors"].total == 12 * 4 * (768 * 768 + 768)
+    assert groups["GIE LoRA"].total == 2 * 8 * 16 * 768
+    assert groups["LRE word selectors (AWS)"].total == 12 * 308
+    result = runner.invoke(app, ["model-info", "--format", "json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["parameters"]["total"] == info.total
