@@ -60,7 +60,7 @@ class ClipConfig:
 class AGPMConfig:
     """Appearance-gaze perception module."""
 
-    conv_channels: tuple[int, ...] = (64, 128, 256, 512, 512)  # stride-2 conv stages; the last is c
+    conv_channels: tuple[int, ...] = (32, 64, 128, 256, 512)  # stride-2 conv stages; the last is c
     grid: int = 7  # h = w of the appearance feature map (adaptive pooling)
     token_dim: int = 1024  # a, token width
     layers: int = 6  # E, transformer blocks
