@@ -1,0 +1,1 @@
+"""Training GazeCLIP: run configs, the preprocessed dataset, the loop, checkpoints, distributed helpers."""

@@ -1,0 +1,83 @@
+"""A tiny preprocessing cache in the documented format, made in the test."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLUMNS = [
+    "path",
+    "split",
+    "dfd_label",
+    "dfa_label",
+    "generator",
+    "forgery_type",
+    "architecture",
+    "source",
+    "video_id",
+    "frame_index",
+    "sample_id",
+    "crop_path",
+    "patch_path",
+    "gaze_pitch",
+    "gaze_yaw",
+    "face_box",
+    "face_score",
+]
+CLASSES = [("Real", 0, "Real", "Real"), ("GenA", 1, "EFS", "GAN"), ("GenB", 1, "FS", "Diffusion")]
+
+
+def make_cache(folder: Path, per_class: dict[str, int], seed: int = 0, with_gaze: bool = True) -> Path:
+    """Crops whose class is visible (a per-class tint and stripe period) so a tiny model can learn."""
+    rng = np.random.default_rng(seed)
+    (folder / "crops").mkdir(parents=True, exist_ok=True)
+    (folder / "patches").mkdir(exist_ok=True)
+    rows = []
+    n = 0
+    for split, count in per_class.items():
+        for label, (name, dfd, ftype, arch) in enumerate(CLASSES):
+            for _ in range(count):
+                base = rng.integers(60, 200, size=(64, 64, 3)).astype(np.float32)
+                base[..., label] += 50
+                base[:, :: 2 + 2 * label] -= 40
+                crop = np.clip(base, 0, 255).astype(np.uint8)
+                patch = rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
+                cid = f"s{n:04d}"
+                Image.fromarray(crop).save(folder / "crops" / f"{cid}.png")
+                Image.fromarray(patch).save(folder / "patches" / f"{cid}.png")
+                rows.append(
+                    {
+                        "path": f"src/{cid}.png",
+                        "split": split,
+                        "dfd_label": dfd,
+                        "dfa_label": label,
+                        "generator": name,
+                        "forgery_type": ftype,
+                        "architecture": arch,
+                        "source": "test",
+                        "video_id": "",
+                        "frame_index": "",
+                        "sample_id": cid,
+                        "crop_path": f"crops/{cid}.png",
+                        "patch_path": f"patches/{cid}.png",
+                        "gaze_pitch": f"{rng.normal(0, 0.2):.6f}" if with_gaze else "",
+                        "gaze_yaw": f"{rng.normal(0, 0.2):.6f}" if with_gaze else "",
+                        "face_box": "0 0 64 64",
+                        "face_score": "1.0",
+                    }
+                )
+                n += 1
+    with open(folder / "preprocessed.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture
+def tiny_cache(tmp_path):
+    return make_cache(tmp_path / "cache", {"train": 4, "val": 2})

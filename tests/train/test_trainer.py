@@ -1,0 +1,118 @@
+"""Training on the tiny configuration: the loss falls, resume is exact, the model folder is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gazeclip_cli.core.errors import DataError, GazeclipError
+from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+from gazeclip_cli.core.model.folder import load_model_folder
+from gazeclip_cli.core.model.loss import gazeclip_loss
+from gazeclip_cli.core.train.dataset import CacheDataset, classes_of, read_cache
+from gazeclip_cli.core.train.run_config import RunConfig, load_run_config, model_config
+from gazeclip_cli.core.train.trainer import TrainingInterrupted, epoch_order, train
+
+TINY = dict(architecture="tiny-test", workers=0, device="cpu", batch_size=4, log_every_steps=1)
+
+
+def test_two_steps_lower_the_loss_on_a_fixed_batch(tiny_cache):
+    rows = [r for r in read_cache(tiny_cache) if r.split == "train"]
+    run = RunConfig(**TINY)
+    model = build_gazeclip(model_config(run, classes_of(rows)), WeightSources(pretrained=False))
+    ds = CacheDataset(rows, 64)
+    batch = {k: torch.stack([ds[i][k] for i in range(len(ds))]) for k in ("image", "gaze", "dfa", "dfd")}
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=run.lr, weight_decay=run.weight_decay
+    )
+    model.train()
+
+    def loss_now():
+        out = model(batch["image"], gaze=batch["gaze"], attribution_labels=batch["dfa"])
+        return gazeclip_loss(out, batch["dfa"], batch["dfd"], model.logit_scale).total
+
+    losses = []
+    for _ in range(2):
+        loss = loss_now()
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = loss_now().item()
+    assert final < losses[0]
+
+
+def test_training_writes_a_model_folder_metrics_and_the_effective_config(tiny_cache, tmp_path):
+    result = train(RunConfig(**TINY, epochs=2), tiny_cache, tmp_path / "run")
+    assert result.epochs_done == 2 and result.best_epoch is not None
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [e["epoch"] for e in epochs] == [0, 1] and len(steps) == 2 * 3  # 12 train rows / batch 4
+    assert {"val_closed_set_acc", "val_detection_auc", "train_loss"} <= set(epochs[0])
+    effective = (tmp_path / "run" / "run.toml").read_text()
+    assert 'architecture = "tiny-test"' in effective and "[effective_model]" in effective
+    loaded = load_model_folder(result.model_dir)
+    assert loaded.class_names == ["Real", "GenA", "GenB"]
+    assert loaded.meta["trained_on"].startswith("sha256:")
+
+
+def test_resume_after_an_interrupted_epoch_reaches_the_same_weights(tiny_cache, tmp_path):
+    run = RunConfig(**TINY, epochs=2, checkpoint_every_steps=1)
+    full = train(run, tiny_cache, tmp_path / "full")
+
+    def stop_mid_epoch(kind, info):
+        if kind == "step" and info["step"] == 4:  # epoch 1, first of its 3 steps
+            raise TrainingInterrupted("stopped by the test")
+
+    with pytest.raises(TrainingInterrupted):
+        train(run, tiny_cache, tmp_path / "resumed", progress=stop_mid_epoch)
+    with pytest.raises(GazeclipError, match="--resume"):
+        train(run, tiny_cache, tmp_path / "resumed")
+    train(run, tiny_cache, tmp_path / "resumed", resume=True)
+
+    a = load_file(str(full.model_dir / "weights.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    assert epoch_order(10, 0, 3) == epoch_order(10, 0, 3)
+    assert epoch_order(10, 0, 3) != epoch_order(10, 0, 4)
+    assert sorted(epoch_order(10, 1, 0)) == list(range(10))
+
+
+def test_run_config_overrides_and_errors(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        'architecture = "tiny-test"\nepochs = 3\n[model]\nuse_agpm = false\n[model.agpm]\nlayers = 2\n'
+    )
+    run = load_run_config(path, lr=5e-4, epochs=None)
+    assert (run.epochs, run.lr) == (3, 5e-4)
+    cfg = model_config(
+        run,
+        [
+            {"name": "Real", "forgery_type": "Real", "architecture": "Real"},
+            {"name": "G", "forgery_type": "FS", "architecture": "GAN"},
+        ],
+    )
+    assert cfg.use_agpm is False and cfg.agpm.layers == 2 and cfg.num_classes == 2
+    path.write_text("epoch = 3\n")
+    with pytest.raises(GazeclipError, match="did you mean 'epochs'"):
+        load_run_config(path)
+
+
+def test_cache_without_train_rows_is_a_clear_error(tmp_path):
+    from tests.train.conftest import make_cache
+
+    cache = make_cache(tmp_path / "c", {"val": 1})
+    with pytest.raises(DataError, match="no rows in the 'train' split"):
+        train(RunConfig(**TINY), cache, tmp_path / "run")
+    with pytest.raises(DataError, match="run `gazeclip preprocess`"):
+        train(RunConfig(**TINY), tmp_path / "nowhere", tmp_path / "run2")
