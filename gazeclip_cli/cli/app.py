@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "model_info",
     "weights",
     "train",
+    "evaluate",
 ]
 
 app = typer.Typer(

@@ -31,19 +31,33 @@ COLUMNS = [
 CLASSES = [("Real", 0, "Real", "Real"), ("GenA", 1, "EFS", "GAN"), ("GenB", 1, "FS", "Diffusion")]
 
 
-def make_cache(folder: Path, per_class: dict[str, int], seed: int = 0, with_gaze: bool = True) -> Path:
-    """Crops whose class is visible (a per-class tint and stripe period) so a tiny model can learn."""
+UNSEEN = [("GenU", 1, "FR", "Flow"), ("RealU", 0, "Real", "Real")]
+
+
+def make_cache(
+    folder: Path, per_class: dict[str, int], seed: int = 0, with_gaze: bool = True, unseen_test: int = 0
+) -> Path:
+    """Crops whose class is visible (a per-class tint and stripe period) so a tiny model can learn.
+
+    ``unseen_test`` adds that many test rows for an unseen generator and an unseen real set (DFA -1).
+    """
     rng = np.random.default_rng(seed)
     (folder / "crops").mkdir(parents=True, exist_ok=True)
     (folder / "patches").mkdir(exist_ok=True)
     rows = []
     n = 0
-    for split, count in per_class.items():
-        for label, (name, dfd, ftype, arch) in enumerate(CLASSES):
+    plan = [
+        (split, label, spec, count)
+        for split, count in per_class.items()
+        for label, spec in enumerate(CLASSES)
+    ]
+    plan += [("test", -1, spec, unseen_test) for spec in UNSEEN if unseen_test]
+    for split, label, (name, dfd, ftype, arch), count in plan:
+        if True:
             for _ in range(count):
                 base = rng.integers(60, 200, size=(64, 64, 3)).astype(np.float32)
-                base[..., label] += 50
-                base[:, :: 2 + 2 * label] -= 40
+                base[..., label % 3] += 50
+                base[:, :: 2 + 2 * (label % 5)] -= 40
                 crop = np.clip(base, 0, 255).astype(np.uint8)
                 patch = rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
                 cid = f"s{n:04d}"
