@@ -19,6 +19,8 @@ from gazeclip_cli.core.errors import GazeclipError
 
 # Modules under gazeclip_cli.cli.commands, each with a ``register(app)`` function.
 COMMAND_MODULES: list[str] = [
+    "attribute",
+    "scan",
     "model_info",
     "weights",
     "train",

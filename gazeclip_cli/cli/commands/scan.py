@@ -1,0 +1,170 @@
+"""``gazeclip scan DIR...``: batch scan of folders to CSV or JSONL, resumable, with a summary.
+
+Exit codes: 0 the scan completed (files that could not be scored are error rows, not a
+failure); 1 an error stopped it before or during the scan (bad model folder, output
+exists without --resume, ...); 3 with ``--fail-on-fake`` when any face or video in the
+output is fake; 4 with ``--fail-on-error`` when any file could not be scored (3 wins when
+both apply); 130 interrupted (Ctrl-C): rerun with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from gazeclip_cli.cli import output
+from gazeclip_cli.cli.commands.attribute import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from gazeclip_cli.core.inference.predictor import Predictor
+    from gazeclip_cli.core.inference.scan import ScanProgress, ScanSummary
+
+EXIT_FAKE_FOUND = 3
+EXIT_FILES_FAILED = 4
+EXIT_INTERRUPTED = 130
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan_command)
+
+
+def _default_workers() -> int:
+    # One core stays with the model; preparation threads take the rest, at most 4.
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class _RateColumn(ProgressColumn):
+    """Files per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("  -  files/s" if speed is None else f"{speed:6.1f} files/s")
+
+
+def scan_command(
+    dirs: list[str] = typer.Argument(
+        ..., help="Folders (scanned recursively) and files.", show_default=False
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Results file, .csv or .jsonl.", show_default=False),
+    model: str = typer.Option(
+        DEFAULT_MODEL,
+        "--model",
+        "-m",
+        envvar="GAZECLIP_MODEL",
+        help="Model folder (see `gazeclip attribute`).",
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the scan whose results file this is."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Faces per forward pass."),
+    workers: int = typer.Option(
+        _default_workers(), "--workers", help="Threads decoding and detecting while the model runs (0: none)."
+    ),
+    threshold: float = typer.Option(
+        0.9, "--threshold", help="Below this, the generator is 'unknown generator'."
+    ),
+    all_faces: bool = typer.Option(False, "--all-faces", help="Every face found, not only the largest."),
+    aligned: bool = typer.Option(
+        False, "--aligned", help="Inputs already are aligned face crops: no detection."
+    ),
+    video_frames: int = typer.Option(8, "--video-frames", help="Frames sampled evenly from each video."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit with 3 when any fake is found."),
+    fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit with 4 when any file failed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Scan folders: one row per face (verdict, P(fake), generator, gaze) appended to CSV or JSONL as it goes."""
+    # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
+    from gazeclip_cli.core.inference.scan import scan
+
+    settings = PredictorSettings(
+        threshold=threshold,
+        faces="all" if all_faces else "largest",
+        face_mode="aligned" if aligned else "detect",
+        batch_size=batch_size,
+        video_frames=video_frames,
+    )
+    predictor = Predictor(model, device=device, settings=settings)
+    show_bar = not quiet and output.err.is_terminal
+    try:
+        if show_bar:
+            summary = _scan_with_bar(predictor, dirs, out, resume, workers)
+        else:
+            summary = scan(predictor, dirs, out, resume=resume, workers=workers)
+    except KeyboardInterrupt:
+        output.error(f"interrupted; finished files are in {out}: continue with --resume")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    if not quiet:
+        print_summary(summary)
+    if fail_on_fake and summary.fakes:
+        raise typer.Exit(code=EXIT_FAKE_FOUND)
+    if fail_on_error and (summary.files_failed or summary.face_errors):
+        raise typer.Exit(code=EXIT_FILES_FAILED)
+
+
+def _scan_with_bar(
+    predictor: Predictor, dirs: list[str], out: Path, resume: bool, workers: int
+) -> ScanSummary:
+    from gazeclip_cli.core.inference.scan import count_inputs, scan
+
+    total = count_inputs(dirs)
+    with Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=output.err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("scan", total=total, status="")
+
+        def progress(p: ScanProgress) -> None:
+            status = f"{p.fakes} fake / {p.faces} scored, {p.failed} failed"
+            bar.update(task, completed=p.files_done + p.files_skipped, status=status)
+
+        return scan(predictor, dirs, out, resume=resume, workers=workers, progress=progress)
+
+
+def print_summary(summary: ScanSummary) -> None:
+    """The end-of-scan tables: verdicts, attributions, failures."""
+    output.print_table(
+        f"scan summary ({summary.out})",
+        ["", "count"],
+        [
+            ["files in results", summary.files],
+            ["scanned by this run", summary.files_this_run],
+            ["skipped (already done)", summary.files_skipped],
+            ["failed", summary.files_failed],
+            ["faces scored (images)", summary.faces],
+            ["videos scored", summary.videos],
+            ["faces that failed", summary.face_errors],
+            ["other files ignored", summary.ignored],
+        ],
+    )
+    if summary.verdicts:
+        output.print_table("verdicts", ["verdict", "count"], [[k, v] for k, v in summary.verdicts.items()])
+    if summary.generators:
+        output.print_table(
+            "attribution", ["generator", "count"], [[k, v] for k, v in summary.generators.items()]
+        )
+    if summary.failures:
+        output.print_table("failures", ["reason", "count"], [[k, v] for k, v in summary.failures.items()])
+    rate = summary.files_this_run / summary.seconds if summary.seconds > 0 else 0.0
+    output.out.print(f"{summary.files_this_run} files in {summary.seconds:.1f} s ({rate:.1f} files/s)")

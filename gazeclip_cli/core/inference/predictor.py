@@ -1,0 +1,555 @@
+"""The predictor: a model folder, a face detector and the settings, turning files into verdicts.
+
+Inference state lives in :class:`Predictor` (built once, used for many files). A file goes
+through two stages, so that a scan can run the first in worker threads while the model
+runs the second:
+
+1. :meth:`Predictor.prepare` (CPU, any thread): read the file once (SHA-256 and decoding
+   from the same bytes), decode it with :mod:`gazeclip_cli.core.data.images` (every bad
+   input is an :class:`InputError`), find the faces with MTCNN
+   (:class:`~gazeclip_cli.core.data.faces.FaceDetector`) or take the aligned face, apply
+   the face policy, cut the 256 x 256 crop and the ETH-XGaze-normalised 224 x 224 gaze
+   patch, the same functions ``preprocess`` uses, so inference sees what training saw.
+   Videos are sampled (N frames spread evenly) and each frame is treated as an image.
+2. :meth:`Predictor.predict_faces` (the model's device): batches of faces through the
+   test path; per face the detection verdict and P(fake), the attributed class with its
+   probability and the top three, "unknown generator" when the top probability is below
+   the threshold, and the gaze (pitch, yaw) the estimator gave.
+
+The crop is cut at 256 (the preprocessing cache's size) and resized to the network's
+image size H when the architecture uses another one (the tiny test model: 64), with
+area averaging when shrinking.
+
+Shapes: crops (B, H, H, 3) uint8 -> images (B, 3, H, H) in [0, 1]; patches (B, 224, 224, 3)
+uint8 -> (B, 3, 224, 224) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from gazeclip_cli.core.data.faces import (
+    CROP_SIZE,
+    FACE_POLICIES,
+    Face,
+    FaceDetector,
+    aligned_face,
+    crop_face,
+    crop_square,
+    select_faces,
+)
+from gazeclip_cli.core.data.gaze_normalization import normalise_face
+from gazeclip_cli.core.data.images import (
+    check_readable_file,
+    decode_image,
+    display_path,
+    is_video_path,
+    read_file_bytes,
+    sample_video_frames,
+)
+from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
+from gazeclip_cli.core.inference.gradcam import GradCam, grad_cam
+from gazeclip_cli.core.inference.provenance import (
+    ModelProvenance,
+    Provenance,
+    build_provenance,
+    model_provenance,
+    sha256_of_bytes,
+    sha256_of_file,
+)
+from gazeclip_cli.core.model.builder import WeightSources
+from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder
+
+FACE_MODES = ("detect", "aligned")
+UNKNOWN_GENERATOR = "unknown generator"
+GAZE_PATCH_SIZE = 224
+# An image file larger than this is refused before it is read: no legitimate photo is this
+# big, and reading it whole would exhaust memory before the decoder's pixel limit applies.
+MAX_IMAGE_FILE_BYTES = 1 << 30
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) -> a device; checked here, not at import.
+
+    Raises:
+        ConfigError: unknown device, or CUDA asked for on a machine without it.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: not a device (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: only cpu and cuda are supported")
+    return dev
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    """How faces are found and verdicts are given."""
+
+    threshold: float = 0.9  # tau: below this top attribution probability the generator is unknown
+    faces: str = "largest"  # face policy: largest, score or all (see core.data.faces)
+    face_mode: str = "detect"  # detect: MTCNN; aligned: the image already is an aligned face crop
+    batch_size: int = 16  # faces per forward pass
+    video_frames: int = 8  # frames sampled evenly from each video
+    top_k: int = 3  # attribution classes listed per face
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"threshold {self.threshold}: must be in (0, 1] (the paper uses 0.9)")
+        if self.faces not in FACE_POLICIES:
+            raise ConfigError(f"face policy '{self.faces}': use one of {', '.join(FACE_POLICIES)}")
+        if self.face_mode not in FACE_MODES:
+            raise ConfigError(f"face mode '{self.face_mode}': use one of {', '.join(FACE_MODES)}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size {self.batch_size}: must be at least 1")
+        if self.video_frames < 1:
+            raise ConfigError(f"video frames {self.video_frames}: must be at least 1")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k {self.top_k}: must be at least 1")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreparedFace:
+    """One face ready for the network."""
+
+    face_index: int  # rank under the face policy within its image or frame (0 = largest)
+    frame_index: int | None  # frame of a video; None for a still image
+    box: tuple[float, float, float, float]  # x0 y0 x1 y1 in source pixels
+    detector_score: float | None  # MTCNN's probability; None in aligned mode
+    crop: np.ndarray  # (H, H, 3) uint8, the network's image input
+    patch: np.ndarray | None  # (224, 224, 3) uint8 normalised gaze patch; None without a gaze encoder
+    rotation: np.ndarray | None  # (3, 3) camera -> normalised-camera rotation of the patch
+
+
+@dataclass(frozen=True)
+class FaceFailure:
+    """A face that was found but could not be prepared (its head pose could not be estimated)."""
+
+    face_index: int
+    frame_index: int | None
+    box: tuple[float, float, float, float]
+    error: str
+
+
+@dataclass
+class PreparedInput:
+    """One input file after stage 1: its faces ready for the network, or why it cannot be scored."""
+
+    path: str  # printable path (undecodable bytes escaped)
+    kind: str  # "image" or "video"
+    sha256: str | None  # of the file's bytes; None when the file could not be read
+    faces: list[PreparedFace] = field(default_factory=list)
+    face_failures: list[FaceFailure] = field(default_factory=list)
+    error: str | None = None  # the whole file failed (unreadable, not an image, no face, ...)
+    image: np.ndarray | None = None  # decoded RGB image, kept only when asked (the HTML report)
+    frames: int = 0  # frames sampled from a video
+
+
+@dataclass(frozen=True)
+class ClassProbability:
+    """One attribution class and its softmax probability."""
+
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class FacePrediction:
+    """The verdict on one face."""
+
+    face_index: int
+    frame_index: int | None
+    box: tuple[float, float, float, float]  # x0 y0 x1 y1 in source pixels
+    detector_score: float | None
+    verdict: str  # "fake" or "real": argmax of the detection expert
+    p_fake: float  # softmax probability of the detection expert's fake class
+    generator: str  # attributed class (argmax of the attribution expert), a generator or a real source
+    generator_probability: float  # its softmax probability
+    unknown: bool  # generator_probability < threshold: an unseen ("unknown") generator
+    top: tuple[ClassProbability, ...]  # the top-k classes, most probable first
+    probabilities: tuple[float, ...]  # every class's probability, in class order
+    gaze_pitch: float | None  # radians, in the normalised camera the estimator sees
+    gaze_yaw: float | None  # radians
+
+    @property
+    def attribution(self) -> str:
+        """What to tell a person: the generator, or "unknown generator"."""
+        return UNKNOWN_GENERATOR if self.unknown else self.generator
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "face_index": self.face_index,
+            "frame_index": self.frame_index,
+            "box": list(self.box),
+            "detector_score": self.detector_score,
+            "verdict": self.verdict,
+            "p_fake": self.p_fake,
+            "attribution": self.attribution,
+            "generator": self.generator,
+            "generator_probability": self.generator_probability,
+            "unknown": self.unknown,
+            "top": [{"name": c.name, "probability": c.probability} for c in self.top],
+            "gaze": None if self.gaze_pitch is None else {"pitch": self.gaze_pitch, "yaw": self.gaze_yaw},
+        }
+
+
+@dataclass(frozen=True)
+class VideoVerdict:
+    """A video's score from its sampled frames.
+
+    ``p_fake`` is the mean over frames of each frame's P(fake) (the highest among its faces:
+    a frame is as fake as its most suspicious face); the attribution is the mean
+    attribution probability over every scored face.
+    """
+
+    frames_scored: int
+    verdict: str
+    p_fake: float
+    generator: str
+    generator_probability: float
+    unknown: bool
+    top: tuple[ClassProbability, ...]
+
+    @property
+    def attribution(self) -> str:
+        return UNKNOWN_GENERATOR if self.unknown else self.generator
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frames_scored": self.frames_scored,
+            "verdict": self.verdict,
+            "p_fake": self.p_fake,
+            "attribution": self.attribution,
+            "generator": self.generator,
+            "generator_probability": self.generator_probability,
+            "unknown": self.unknown,
+            "top": [{"name": c.name, "probability": c.probability} for c in self.top],
+        }
+
+
+@dataclass
+class InputResult:
+    """The verdicts on one input file."""
+
+    path: str
+    kind: str  # "image" or "video"
+    sha256: str | None
+    faces: list[FacePrediction] = field(default_factory=list)
+    face_failures: list[FaceFailure] = field(default_factory=list)
+    error: str | None = None
+    video: VideoVerdict | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "error": self.error,
+            "faces": [f.as_dict() for f in self.faces],
+            "face_errors": [asdict(f) for f in self.face_failures],
+            "video": None if self.video is None else self.video.as_dict(),
+        }
+
+
+def error_reason(message: str, path: str) -> str:
+    """An input error's message without the leading file name, for grouping failures by cause."""
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """A square crop resized to ``size`` (area averaging when shrinking, bilinear when enlarging)."""
+    if crop.shape[0] == size:
+        return crop
+    interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)
+
+
+def to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(B, S, S, 3) uint8 arrays -> (B, 3, S, S) float in [0, 1] on ``device``."""
+    batch = torch.from_numpy(np.stack(arrays))  # (B, S, S, 3) uint8
+    # Contiguous NCHW: a permuted (channels-last) view would make oneDNN build a second set of kernels.
+    return (
+        batch.to(device).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+    )  # (B, S, S, 3) -> (B, 3, S, S)
+
+
+class Predictor:
+    """Inference state: the loaded model folder, the face detector and the settings.
+
+    Args:
+        model_dir: a model folder (``config.toml``, ``weights.safetensors``, ``meta.json``).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        settings: threshold, face policy and mode, batch size, video frames.
+        weights: where the frozen pretrained towers the folder names are found.
+        detector: a face detector to share; one is built on ``device`` when needed.
+
+    Raises:
+        ModelFolderError: the folder is missing, incompatible, or its weights changed since it was written.
+        ConfigError: bad settings or device.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        settings: PredictorSettings | None = None,
+        weights: WeightSources | None = None,
+        detector: FaceDetector | None = None,
+    ) -> None:
+        self.settings = settings or PredictorSettings()
+        self.device = resolve_device(device)
+        folder = load_model_folder(model_dir, weights, self.device)
+        weights_sha = sha256_of_file(Path(folder.path) / WEIGHTS_FILE)
+        recorded = str(folder.meta.get("weights_sha256", ""))
+        if recorded and recorded != weights_sha:
+            # The verdict must come from the model the folder describes: refuse an edited folder.
+            raise ModelFolderError(
+                f"{folder.path / WEIGHTS_FILE}: SHA-256 {weights_sha[:12]}... differs from the one meta.json "
+                f"recorded ({recorded[:12]}...); the weights were changed after the folder was written, "
+                "restore the original folder"
+            )
+        self.folder = folder
+        self.model = folder.model.eval()
+        self.class_names = folder.class_names
+        self.real_classes = {i for i, c in enumerate(self.model.cfg.classes) if c.forgery_type == "Real"}
+        self.image_size = self.model.cfg.clip.vision.image_size
+        self.uses_gaze = self.model.gaze_encoder is not None
+        self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
+        if self.settings.face_mode == "detect":
+            self.detector = detector if detector is not None else FaceDetector(self.device)
+        else:
+            self.detector = None
+
+    def provenance(self, extra: dict[str, Any] | None = None) -> Provenance:
+        """The provenance block of a run with this predictor, timed now."""
+        return build_provenance(self.model_provenance, str(self.device), self.settings.as_dict(), extra)
+
+    # Stage 1: files -> prepared faces (CPU; safe to call from several threads).
+
+    def prepare(self, path: str | os.PathLike[str], *, keep_image: bool = False) -> PreparedInput:
+        """Read, decode, find and prepare the faces of one file; never raises for a bad input.
+
+        Args:
+            path: an image or video file.
+            keep_image: keep the decoded image in the result (for drawing a report).
+
+        Returns:
+            A :class:`PreparedInput`; ``error`` says why the file cannot be scored.
+        """
+        name = display_path(path)
+        kind = "video" if is_video_path(path) else "image"
+        prepared = PreparedInput(path=name, kind=kind, sha256=None)
+        try:
+            if kind == "video":
+                prepared.sha256 = self._hash_video(path)
+                frames = sample_video_frames(path, frames_per_video=self.settings.video_frames)
+                prepared.frames = len(frames)
+                self._prepare_images(prepared, [f.image for f in frames], [f.frame_index for f in frames])
+            else:
+                size = check_readable_file(path)
+                if size > MAX_IMAGE_FILE_BYTES:
+                    raise InputError(
+                        f"{name}: file too large for an image ({size:,} bytes, limit {MAX_IMAGE_FILE_BYTES:,})"
+                    )
+                data = read_file_bytes(path)
+                prepared.sha256 = sha256_of_bytes(data)
+                image = decode_image(data, name)
+                del data
+                if keep_image:
+                    prepared.image = image
+                self._prepare_images(prepared, [image], [None])
+        except InputError as exc:
+            prepared.error = str(exc)
+            prepared.faces = []
+        return prepared
+
+    def prepare_image(self, image: np.ndarray, name: str = "image") -> PreparedInput:
+        """Prepare an already-decoded RGB uint8 image (H, W, 3); ``name`` appears in messages."""
+        prepared = PreparedInput(path=name, kind="image", sha256=None, image=image)
+        try:
+            self._prepare_images(prepared, [image], [None])
+        except InputError as exc:
+            prepared.error = str(exc)
+        return prepared
+
+    def _hash_video(self, path: str | os.PathLike[str]) -> str:
+        check_readable_file(path)
+        try:
+            return sha256_of_file(path)
+        except OSError as exc:
+            raise InputError(f"{display_path(path)}: cannot read ({exc.strerror})") from None
+
+    def _find_faces(self, images: list[np.ndarray]) -> list[list[Face]]:
+        if self.detector is None:
+            return [[aligned_face(img)] for img in images]
+        # Pillow's arrays are read-only and torch warns on them; a copy costs little beside MTCNN.
+        images = [img if img.flags.writeable else img.copy() for img in images]
+        found = self.detector.detect(images, batch_size=self.settings.batch_size)
+        return [select_faces(faces, self.settings.faces) for faces in found]  # type: ignore[arg-type]
+
+    def _prepare_images(
+        self, prepared: PreparedInput, images: list[np.ndarray], frame_indices: list[int | None]
+    ) -> None:
+        name = prepared.path
+        for image, frame, faces in zip(images, frame_indices, self._find_faces(images), strict=True):
+            for index, face in enumerate(faces):
+                where = f"face {index}" if frame is None else f"frame {frame} face {index}"
+                try:
+                    prepared.faces.append(self._prepare_face(image, face, index, frame))
+                except InputError as exc:
+                    prepared.face_failures.append(
+                        FaceFailure(index, frame, face.box, f"{name}: {where}: {exc}")
+                    )
+        if not prepared.faces and not prepared.face_failures:
+            where = "the image" if prepared.kind == "image" else f"any of the {len(images)} sampled frames"
+            hint = (
+                ""
+                if self.detector is None
+                else "; if the images are already aligned face crops, use --aligned"
+            )
+            raise InputError(f"{name}: no face found in {where} (MTCNN, faces of 20 px and more){hint}")
+
+    def _prepare_face(self, image: np.ndarray, face: Face, index: int, frame: int | None) -> PreparedFace:
+        if self.detector is None:
+            crop = crop_square(image, face.box, CROP_SIZE)  # aligned: the centred square is the face
+        else:
+            crop = crop_face(image, face)
+        patch = rotation = None
+        if self.uses_gaze:
+            normalised = normalise_face(image, face.landmarks)
+            patch, rotation = normalised.patch, normalised.rotation
+        return PreparedFace(
+            face_index=index,
+            frame_index=frame,
+            box=tuple(float(v) for v in face.box),  # type: ignore[arg-type]
+            detector_score=face.score,
+            crop=np.ascontiguousarray(resize_crop(crop, self.image_size)),
+            patch=None if patch is None else np.ascontiguousarray(patch),
+            rotation=rotation,
+        )
+
+    # Stage 2: prepared faces -> predictions (the model's device).
+
+    def input_tensors(self, faces: Sequence[PreparedFace]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network inputs of some faces: images (B, 3, H, H) and gaze patches (B, 3, 224, 224) or None."""
+        images = to_tensor([f.crop for f in faces], self.device)
+        patches = to_tensor([f.patch for f in faces], self.device) if self.uses_gaze else None  # type: ignore[misc]
+        return images, patches
+
+    @torch.inference_mode()
+    def predict_faces(self, faces: Sequence[PreparedFace]) -> list[FacePrediction]:
+        """Verdicts on prepared faces, in order, ``settings.batch_size`` faces per forward pass."""
+        predictions: list[FacePrediction] = []
+        bs = self.settings.batch_size
+        for start in range(0, len(faces), bs):
+            chunk = faces[start : start + bs]
+            images, patches = self.input_tensors(chunk)
+            out = self.model(images, patches)
+            p_att = torch.softmax(out.attribution_logits.float(), dim=-1).cpu().numpy()  # (B, x)
+            p_det = torch.softmax(out.detection_logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
+            gaze = out.gaze.float().cpu().numpy() if out.gaze is not None else None  # (B, 2)
+            for i, face in enumerate(chunk):
+                predictions.append(self._face_prediction(face, p_att[i], float(p_det[i]), gaze, i))
+        return predictions
+
+    def _face_prediction(
+        self, face: PreparedFace, probs: np.ndarray, p_fake: float, gaze: np.ndarray | None, row: int
+    ) -> FacePrediction:
+        top = self._top(probs)
+        return FacePrediction(
+            face_index=face.face_index,
+            frame_index=face.frame_index,
+            box=face.box,
+            detector_score=face.detector_score,
+            verdict="fake" if p_fake >= 0.5 else "real",
+            p_fake=p_fake,
+            generator=top[0].name,
+            generator_probability=top[0].probability,
+            unknown=top[0].probability < self.settings.threshold,
+            top=top,
+            probabilities=tuple(float(p) for p in probs),
+            gaze_pitch=None if gaze is None else float(gaze[row, 0]),
+            gaze_yaw=None if gaze is None else float(gaze[row, 1]),
+        )
+
+    def _top(self, probs: np.ndarray) -> tuple[ClassProbability, ...]:
+        # Stable sort: ties go to the lower class index, so equal inputs give equal outputs.
+        order = np.argsort(-probs, kind="stable")[: self.settings.top_k]
+        return tuple(ClassProbability(self.class_names[int(i)], float(probs[int(i)])) for i in order)
+
+    def result(self, prepared: PreparedInput, predictions: list[FacePrediction]) -> InputResult:
+        """Assemble a file's result from its prepared faces' predictions (and the video verdict)."""
+        res = InputResult(
+            path=prepared.path,
+            kind=prepared.kind,
+            sha256=prepared.sha256,
+            faces=predictions,
+            face_failures=list(prepared.face_failures),
+            error=prepared.error,
+        )
+        if prepared.kind == "video" and predictions:
+            res.video = self.video_verdict(predictions)
+        return res
+
+    def video_verdict(self, predictions: Sequence[FacePrediction]) -> VideoVerdict:
+        """A video's verdict from its frames' face predictions (see :class:`VideoVerdict`)."""
+        per_frame: dict[int | None, float] = {}
+        for p in predictions:
+            per_frame[p.frame_index] = max(per_frame.get(p.frame_index, 0.0), p.p_fake)
+        p_fake = float(np.mean(list(per_frame.values())))
+        probs = np.mean(np.array([p.probabilities for p in predictions]), axis=0)
+        top = self._top(probs)
+        return VideoVerdict(
+            frames_scored=len(per_frame),
+            verdict="fake" if p_fake >= 0.5 else "real",
+            p_fake=p_fake,
+            generator=top[0].name,
+            generator_probability=top[0].probability,
+            unknown=top[0].probability < self.settings.threshold,
+            top=top,
+        )
+
+    def gradcam(self, face: PreparedFace, class_index: int | None = None) -> GradCam:
+        """Grad-CAM of one face's attribution logit (the predicted class by default) over its crop."""
+        images, patches = self.input_tensors([face])
+        return grad_cam(self.model, images, patches, class_index)
+
+    def predict_file(self, path: str | os.PathLike[str]) -> InputResult:
+        """Both stages for one file."""
+        prepared = self.prepare(path)
+        return self.result(prepared, self.predict_faces(prepared.faces) if prepared.faces else [])
+
+
+def camera_gaze(pitch: float, yaw: float, rotation: np.ndarray | None) -> tuple[float, float]:
+    """Gaze (pitch, yaw) from the normalised camera back in the source camera's axes.
+
+    The estimator sees the normalised patch, so its angles are in the virtual camera; the
+    rotation of the normalisation (camera -> normalised camera) undoes that. Conventions
+    as ETH-XGaze: vector = (-cos p sin y, -sin p, -cos p cos y).
+    """
+    vec = np.array([-math.cos(pitch) * math.sin(yaw), -math.sin(pitch), -math.cos(pitch) * math.cos(yaw)])
+    if rotation is not None:
+        vec = np.asarray(rotation, dtype=np.float64).T @ vec  # normalised camera -> source camera
+    vec /= np.linalg.norm(vec)
+    return float(math.asin(-vec[1])), float(math.atan2(-vec[0], -vec[2]))

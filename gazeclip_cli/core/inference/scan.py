@@ -1,0 +1,701 @@
+"""Scan folders of evidence: streaming, batched, resumable, one output row per face.
+
+Walk (:func:`iter_inputs`): each root (a folder or a file) is walked depth-first in
+byte order of the names, with ``os.scandir``, one folder listing at a time: memory grows
+with the largest single folder and the depth, never with the number of files. Files with
+an image or video extension are inputs (whatever their content: a non-image called
+``x.jpg`` gives an error row); other files are counted as ignored. Folder symbolic links
+are followed once (a folder reached again, as in a link cycle, is an error row); a link
+loop is an error row whatever its name; a broken link with an image or video extension
+is an error row.
+
+Pipeline (:func:`scan`): stage 1 of the predictor (read, decode, detect, crop, normalise)
+runs in a small thread pool, at most ``batch_size + 2 * workers`` files ahead of the
+model; stage 2 runs the model on full batches of faces in the calling thread. Files are
+handled in walk order whatever order the threads finish in, so batches, and hence
+outputs, are the same from run to run.
+
+Output: CSV or JSONL (by the file's suffix), one row per face, an error row per file
+that cannot be scored, and for a video one row per sampled frame's face plus one
+``video`` row with the video-level verdict. All rows of a file are written in one write
+and flushed before the next file. A provenance file ``<out>.provenance.json`` is written
+beside it. ``resume``: the rows of the last file in the output (which a killed scan may
+have left incomplete, perhaps with a partial last line) are cut off, every other file
+in the output is skipped, and the scan continues in the same walk order: each file ends
+up with exactly one set of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import stat
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gazeclip_cli.core.data.images import display_path, is_image_path, is_video_path
+from gazeclip_cli.core.errors import ConfigError, DataError
+from gazeclip_cli.core.inference.predictor import (
+    FacePrediction,
+    InputResult,
+    Predictor,
+    PreparedFace,
+    PreparedInput,
+    error_reason,
+)
+from gazeclip_cli.core.inference.provenance import utc_now
+
+COLUMNS: tuple[str, ...] = (
+    "file",
+    "kind",
+    "frame",
+    "face",
+    "verdict",
+    "p_fake",
+    "generator",
+    "generator_probability",
+    "unknown",
+    "top3",
+    "gaze_pitch",
+    "gaze_yaw",
+    "face_box",
+    "sha256",
+    "error",
+)
+FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+DECIMALS = 6
+
+
+def printable_path(path: str | os.PathLike[str]) -> str:
+    """The ``file`` value of a row: undecodable bytes and control characters as ``\\xNN`` escapes.
+
+    Escaping control characters keeps every row on one line (a file name may hold a newline).
+    """
+    return _escape_controls(display_path(path))
+
+
+def _escape_controls(text: str) -> str:
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
+
+
+@dataclass(frozen=True)
+class ScanItem:
+    """One thing the walk found: an input file, or a path that failed before reading."""
+
+    path: str  # file system path (str; undecodable bytes surrogate-escaped)
+    kind: str  # "image", "video" or "folder"
+    error: str | None = None  # set when the walk itself failed here
+
+
+@dataclass
+class WalkStats:
+    """What the walk skipped."""
+
+    ignored: int = 0  # files without an image or video extension
+
+
+def _sort_key(entry: os.DirEntry[str]) -> bytes:
+    return os.fsencode(entry.name)
+
+
+def _list_dir(path: str) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        return sorted(it, key=_sort_key)
+
+
+def _folder_error(path: str, exc: OSError) -> str:
+    name = display_path(path)
+    if isinstance(exc, PermissionError):
+        return f"{name}: folder not readable (permission denied); make it readable (chmod +rx)"
+    if exc.errno == errno.ELOOP:
+        return f"{name}: symbolic link loop; fix or remove the link"
+    return f"{name}: cannot list folder ({exc.strerror})"
+
+
+def _walk_dir(root: str, visited: set[tuple[int, int]], stats: WalkStats) -> Iterator[ScanItem]:
+    """Depth-first, name-ordered; a stack of per-folder listings (one listing per depth level)."""
+    try:
+        listing = _list_dir(root)
+    except OSError as exc:
+        yield ScanItem(root, "folder", _folder_error(root, exc))
+        return
+    stack: list[Iterator[os.DirEntry[str]]] = [iter(listing)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        path = entry.path
+        try:
+            is_dir = entry.is_dir()
+        except OSError as exc:  # a link loop makes stat fail with ELOOP
+            if exc.errno == errno.ELOOP:
+                yield ScanItem(path, _kind_of(path) or "folder", _folder_error(path, exc))
+            continue
+        if is_dir:
+            try:
+                st = entry.stat()
+                key = (st.st_dev, st.st_ino)
+                if key in visited:
+                    yield ScanItem(
+                        path,
+                        "folder",
+                        f"{display_path(path)}: folder already scanned through another path "
+                        "(symbolic link cycle or second link); skipped",
+                    )
+                    continue
+                visited.add(key)
+                sub = _list_dir(path)
+            except OSError as exc:
+                yield ScanItem(path, "folder", _folder_error(path, exc))
+                continue
+            stack.append(iter(sub))
+            continue
+        kind = _kind_of(path)
+        if kind is None:
+            stats.ignored += 1
+            continue
+        yield ScanItem(path, kind)
+
+
+def _kind_of(path: str) -> str | None:
+    if is_video_path(path):
+        return "video"
+    if is_image_path(path):
+        return "image"
+    return None
+
+
+def iter_inputs(
+    roots: Iterable[str | os.PathLike[str]], stats: WalkStats | None = None
+) -> Iterator[ScanItem]:
+    """Every input under the roots, in a deterministic order, streaming (see the module docstring).
+
+    Args:
+        roots: folders or files; a file named directly is an input whatever its extension.
+        stats: receives the count of ignored files.
+    """
+    stats = stats if stats is not None else WalkStats()
+    visited: set[tuple[int, int]] = set()
+    seen_roots: set[str] = set()
+    for root in roots:
+        root = os.fspath(root)
+        norm = os.path.normpath(root)
+        if norm in seen_roots:
+            continue
+        seen_roots.add(norm)
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not os.path.islink(root):
+                yield ScanItem(root, _kind_of(root) or "folder", f"{display_path(root)}: not found")
+            else:
+                # Broken links, loops and unreadable paths: the predictor's checks say which.
+                yield ScanItem(root, _kind_of(root) or "image")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            visited.add((st.st_dev, st.st_ino))
+            yield from _walk_dir(root, visited, stats)
+        else:
+            yield ScanItem(root, _kind_of(root) or "image")
+
+
+def count_inputs(roots: Iterable[str | os.PathLike[str]]) -> int:
+    """How many items :func:`iter_inputs` yields (a quick walk, for a progress bar's total)."""
+    return sum(1 for _ in iter_inputs(roots))
+
+
+# Rows
+
+
+def _num(x: float | None, fmt: str) -> Any:
+    if x is None:
+        return "" if fmt == "csv" else None
+    return f"{x:.{DECIMALS}f}" if fmt == "csv" else round(float(x), DECIMALS)
+
+
+def _flag(x: bool, fmt: str) -> Any:
+    return ("true" if x else "false") if fmt == "csv" else x
+
+
+def _empty(fmt: str) -> Any:
+    return "" if fmt == "csv" else None
+
+
+def _box(box: tuple[float, float, float, float] | None, fmt: str) -> Any:
+    if box is None:
+        return _empty(fmt)
+    return " ".join(f"{v:.1f}" for v in box)
+
+
+def _top3(top: Iterable[Any]) -> str:
+    return ";".join(f"{c.name}={c.probability:.{DECIMALS}f}" for c in top)
+
+
+def _blank_row(file: str, kind: str, sha: str | None, fmt: str) -> dict[str, Any]:
+    row = {c: _empty(fmt) for c in COLUMNS}
+    row.update(file=file, kind=kind, sha256=sha if sha else _empty(fmt))
+    return row
+
+
+def _index(i: int | None, fmt: str) -> Any:
+    if i is None:
+        return _empty(fmt)
+    return str(i) if fmt == "csv" else i
+
+
+def _face_row(file: str, kind: str, sha: str | None, p: FacePrediction, fmt: str) -> dict[str, Any]:
+    row = _blank_row(file, kind, sha, fmt)
+    row.update(
+        frame=_index(p.frame_index, fmt),
+        face=_index(p.face_index, fmt),
+        verdict=p.verdict,
+        p_fake=_num(p.p_fake, fmt),
+        generator=p.attribution,
+        generator_probability=_num(p.generator_probability, fmt),
+        unknown=_flag(p.unknown, fmt),
+        top3=_top3(p.top),
+        gaze_pitch=_num(p.gaze_pitch, fmt),
+        gaze_yaw=_num(p.gaze_yaw, fmt),
+        face_box=_box(p.box, fmt),
+    )
+    return row
+
+
+def result_rows(result: InputResult, fmt: str, file: str | None = None) -> list[dict[str, Any]]:
+    """The output rows of one file's result, in order (see ``docs/INFERENCE.md``)."""
+    file = file if file is not None else result.path
+    if result.error is not None:
+        row = _blank_row(file, result.kind, result.sha256, fmt)
+        row["error"] = result.error
+        return [row]
+    face_kind = "frame" if result.kind == "video" else "image"
+    entries: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    for p in result.faces:
+        entries.append(
+            ((p.frame_index or 0, p.face_index), _face_row(file, face_kind, result.sha256, p, fmt))
+        )
+    for f in result.face_failures:
+        row = _blank_row(file, face_kind, result.sha256, fmt)
+        row.update(
+            frame=_index(f.frame_index, fmt), face=_index(f.face_index, fmt), face_box=_box(f.box, fmt)
+        )
+        row["error"] = f.error
+        entries.append(((f.frame_index or 0, f.face_index), row))
+    rows = [r for _, r in sorted(entries, key=lambda e: e[0])]
+    if result.video is not None:
+        v = result.video
+        row = _blank_row(file, "video", result.sha256, fmt)
+        row.update(
+            verdict=v.verdict,
+            p_fake=_num(v.p_fake, fmt),
+            generator=v.attribution,
+            generator_probability=_num(v.generator_probability, fmt),
+            unknown=_flag(v.unknown, fmt),
+            top3=_top3(v.top),
+        )
+        rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Rows as the text appended to the output (each row one line ending in a newline)."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for r in rows:
+        writer.writerow([r[c] for c in COLUMNS])
+    return buf.getvalue()
+
+
+def _header(fmt: str) -> str:
+    return format_rows([{c: c for c in COLUMNS}], "csv") if fmt == "csv" else ""
+
+
+# Summary
+
+
+@dataclass
+class ScanSummary:
+    """Counts over the whole output file (earlier runs included when resuming)."""
+
+    out: str
+    format: str
+    files: int = 0  # files with rows in the output
+    files_this_run: int = 0  # files scanned by this run
+    files_skipped: int = 0  # files already in the output (resume)
+    files_failed: int = 0  # files that could not be scored at all
+    faces: int = 0  # faces scored in still images
+    videos: int = 0  # videos scored
+    face_errors: int = 0  # faces found that could not be prepared
+    ignored: int = 0  # files without an image or video extension (this run)
+    verdicts: dict[str, int] = field(default_factory=dict)  # over image faces and videos
+    generators: dict[str, int] = field(default_factory=dict)  # attribution over image faces and videos
+    failures: dict[str, int] = field(default_factory=dict)  # reason -> files (and faces) failing for it
+    seconds: float = 0.0  # wall time of this run
+
+    @property
+    def fakes(self) -> int:
+        return self.verdicts.get("fake", 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def failure_category(reason: str) -> str:
+    """A reason shortened to its cause, for grouping: up to the first '(' or ';'."""
+    for sep in (" (", ";"):
+        reason = reason.split(sep, 1)[0]
+    return reason.strip()
+
+
+class _Tally:
+    """Accumulates a summary row by row (used for new rows and for rows read back on resume)."""
+
+    def __init__(self) -> None:
+        self.verdicts: Counter[str] = Counter()
+        self.generators: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.files = self.failed = self.faces = self.videos = self.face_errors = 0
+
+    def add_file(self, rows: list[dict[str, Any]]) -> None:
+        self.files += 1
+        for r in rows:
+            error, kind, face = r.get("error"), r.get("kind"), r.get("face")
+            if error:
+                self.failures[failure_category(error_reason(error, r["file"]))] += 1
+                if face in ("", None):
+                    self.failed += 1
+                else:
+                    self.face_errors += 1
+                continue
+            if kind == "image" or kind == "video":
+                self.faces += kind == "image"
+                self.videos += kind == "video"
+                self.verdicts[r["verdict"]] += 1
+                self.generators[r["generator"]] += 1
+
+    def into(self, summary: ScanSummary) -> None:
+        summary.files, summary.files_failed = self.files, self.failed
+        summary.faces, summary.videos, summary.face_errors = self.faces, self.videos, self.face_errors
+        summary.verdicts = dict(sorted(self.verdicts.items()))
+        summary.generators = dict(sorted(self.generators.items(), key=lambda kv: (-kv[1], kv[0])))
+        summary.failures = dict(sorted(self.failures.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# Resume
+
+
+def _parse_line(line: bytes, fmt: str) -> dict[str, Any] | None:
+    try:
+        text = line.decode("utf-8")
+        if fmt == "jsonl":
+            row = json.loads(text)
+            return row if isinstance(row, dict) and set(COLUMNS) <= set(row) else None
+        values = next(csv.reader([text]))
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, StopIteration):
+        return None
+    return dict(zip(COLUMNS, values, strict=True)) if len(values) == len(COLUMNS) else None
+
+
+def _read_done(out: Path, fmt: str, tally: _Tally) -> tuple[set[str], int]:
+    """Files complete in an existing output, and the byte offset to cut it at.
+
+    The last file's rows are cut off (its set of rows may be incomplete), and with them a
+    partial last line. Any other unreadable line means the file is not a scan output.
+    """
+    done: set[str] = set()
+    header = _header(fmt).encode("utf-8")
+    with open(out, "rb") as fh:
+        first = fh.readline() if header else b""
+        if header and first != header:
+            if not first.endswith(b"\n") and header.startswith(first):
+                return done, 0  # killed while writing the header
+            raise DataError(
+                f"{out}: not a gazeclip scan output (its header differs); choose another --out or remove it"
+            )
+        offset = len(first)
+        group_file: str | None = None
+        group_start = offset
+        group_rows: list[dict[str, Any]] = []
+        lines = iter(fh)
+        line = next(lines, None)
+        while line is not None:
+            following = next(lines, None)
+            row = _parse_line(line, fmt) if line.endswith(b"\n") else None
+            if row is None:
+                if following is not None:
+                    raise DataError(
+                        f"{out}: line at byte {offset} is not a scan row; the file was edited or is not a scan output"
+                    )
+                break  # a partial last line, left by a killed scan: cut here
+            if row["file"] != group_file:
+                if group_file is not None:
+                    done.add(group_file)
+                    tally.add_file(group_rows)
+                group_file, group_start, group_rows = row["file"], offset, []
+            group_rows.append(row)
+            offset += len(line)
+            line = following
+    # The last group is cut off and scanned again: it may be short of rows.
+    return done, group_start if group_file is not None else offset
+
+
+# The scan
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    """Reported after each file is written or skipped."""
+
+    files_done: int  # written by this run
+    files_skipped: int  # already in the output
+    faces: int  # image faces and videos scored by this run
+    fakes: int  # of which fake
+    failed: int  # files that could not be scored, this run
+    current: str  # the file just handled (printable)
+
+
+ProgressCallback = Callable[[ScanProgress], None]
+
+
+def output_format(out: str | os.PathLike[str]) -> str:
+    """``csv`` or ``jsonl`` from the output file's suffix.
+
+    Raises:
+        ConfigError: any other suffix.
+    """
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(f"--out {out}: use a .csv or .jsonl file name")
+    return FORMATS[suffix]
+
+
+def provenance_path(out: str | os.PathLike[str]) -> Path:
+    """Where the scan's provenance file sits: ``<out>.provenance.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".provenance.json")
+
+
+# Settings that change rows: a resumed scan must use the same ones.
+_RESUME_KEYS = ("threshold", "faces", "face_mode", "video_frames", "top_k")
+
+
+def _write_provenance(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _start_provenance(predictor: Predictor, out: Path, resuming: bool) -> dict[str, Any]:
+    path = provenance_path(out)
+    run = {"started": utc_now(), "tool_version": predictor.provenance().tool_version, "resumed": resuming}
+    if resuming and path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            first = data["provenance"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{path}: unreadable provenance of the scan being resumed ({exc})") from None
+        before = first.get("model", {}).get("weights_sha256")
+        if before != predictor.model_provenance.weights_sha256:
+            raise ConfigError(
+                f"{out}: was started with another model (weights SHA-256 {str(before)[:12]}...); resume with the "
+                "same --model, or choose another --out"
+            )
+        now = predictor.settings.as_dict()
+        changed = [k for k in _RESUME_KEYS if first.get("settings", {}).get(k) != now[k]]
+        if changed:
+            was = ", ".join(f"{k}={first['settings'].get(k)!r}" for k in changed)
+            raise ConfigError(
+                f"{out}: was started with {was}; resume with the same settings, or choose another --out"
+            )
+        data.setdefault("runs", []).append(run)
+    else:
+        data = {"provenance": predictor.provenance({"output": str(out)}).as_dict(), "runs": [run]}
+    _write_provenance(path, data)
+    return data
+
+
+@dataclass
+class _Pending:
+    """A file between stage 1 and its rows: waiting for its faces' predictions."""
+
+    prepared: PreparedInput
+    file: str
+    predictions: list[FacePrediction | None]
+    missing: int
+
+
+def scan(
+    predictor: Predictor,
+    roots: Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    workers: int = 1,
+    progress: ProgressCallback | None = None,
+) -> ScanSummary:
+    """Scan folders and files, appending one row per face to ``out`` (CSV or JSONL).
+
+    Args:
+        predictor: the model, detector and settings (batch size, threshold, faces, ...).
+        roots: folders (walked recursively) and files.
+        out: the ``.csv`` or ``.jsonl`` output; must not exist unless ``resume``.
+        resume: continue a scan whose output exists (see the module docstring).
+        workers: threads preparing files while the model runs (0: all in the calling thread).
+        progress: called after each file; an exception it raises stops the scan with the
+            output intact (rows of finished files written and flushed).
+
+    Returns:
+        The summary of the whole output.
+
+    Raises:
+        ConfigError: bad output name, or resuming with another model or settings.
+        DataError: the output exists (without ``resume``) or is not a scan output.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    fmt = output_format(out)
+    if workers < 0:
+        raise ConfigError(f"workers {workers}: must be 0 or more")
+    tally = _Tally()
+    done: set[str] = set()
+    exists = out.exists() and out.stat().st_size > 0
+    if exists and not resume:
+        raise DataError(
+            f"{out}: already exists; pass --resume to continue that scan, or choose another --out"
+        )
+    if not out.parent.is_dir():
+        raise DataError(f"{out.parent}: output folder does not exist; create it first")
+    if exists:
+        done, cut = _read_done(out, fmt, tally)
+        with open(out, "r+b") as fh:
+            fh.truncate(cut)
+    _start_provenance(predictor, out, resuming=exists)
+
+    summary = ScanSummary(out=str(out), format=fmt)
+    stats = WalkStats()
+    batch = predictor.settings.batch_size
+    in_flight = batch + 2 * workers
+    executor = (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gazeclip-prepare") if workers else None
+    )
+    window: deque[Future[PreparedInput] | PreparedInput] = deque()
+    files: deque[_Pending] = deque()
+    faces: deque[tuple[_Pending, int, PreparedFace]] = deque()
+    new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}
+
+    fh = open(out, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in the finally below
+    try:
+        if fh.tell() == 0 and fmt == "csv":
+            fh.write(_header(fmt))
+            fh.flush()
+
+        def emit(pending: _Pending) -> None:
+            prepared = pending.prepared
+            result = predictor.result(prepared, [p for p in pending.predictions if p is not None])
+            rows = result_rows(result, fmt, pending.file)
+            fh.write(format_rows(rows, fmt))
+            fh.flush()
+            tally.add_file(rows)
+            new["done"] += 1
+            new["failed"] += prepared.error is not None
+            scored = [r for r in rows if not r["error"] and r["kind"] in ("image", "video")]
+            new["faces"] += len(scored)
+            new["fakes"] += sum(r["verdict"] == "fake" for r in scored)
+            if progress is not None:
+                progress(
+                    ScanProgress(
+                        new["done"], new["skipped"], new["faces"], new["fakes"], new["failed"], pending.file
+                    )
+                )
+
+        def emit_ready() -> None:
+            while files and files[0].missing == 0:
+                emit(files.popleft())
+
+        def run_batch(n: int) -> None:
+            chunk = [faces.popleft() for _ in range(n)]
+            for (pending, slot, _), pred in zip(
+                chunk, predictor.predict_faces([c[2] for c in chunk]), strict=True
+            ):
+                pending.predictions[slot] = pred
+                pending.missing -= 1
+            emit_ready()
+
+        def accept(prepared: PreparedInput) -> None:
+            pending = _Pending(
+                prepared, printable_path_of(prepared), [None] * len(prepared.faces), len(prepared.faces)
+            )
+            files.append(pending)
+            for slot, face in enumerate(prepared.faces):
+                faces.append((pending, slot, face))
+            while len(faces) >= batch:
+                run_batch(batch)
+            emit_ready()
+
+        for item in iter_inputs(roots, stats):
+            key = printable_path(item.path)
+            if key in done:
+                new["skipped"] += 1
+                if progress is not None:
+                    progress(
+                        ScanProgress(
+                            new["done"], new["skipped"], new["faces"], new["fakes"], new["failed"], key
+                        )
+                    )
+                continue
+            if item.error is not None:
+                window.append(
+                    PreparedInput(path=display_path(item.path), kind=item.kind, sha256=None, error=item.error)
+                )
+            elif executor is not None:
+                window.append(executor.submit(predictor.prepare, item.path))
+            else:
+                window.append(predictor.prepare(item.path))
+            while len(window) > in_flight or (executor is None and window):
+                accept(_take(window.popleft()))
+        while window:
+            accept(_take(window.popleft()))
+        while faces:
+            run_batch(min(batch, len(faces)))
+        emit_ready()
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        fh.close()
+
+    tally.into(summary)
+    summary.files_this_run = new["done"]
+    summary.files_skipped = new["skipped"]
+    summary.ignored = stats.ignored
+    summary.seconds = time.perf_counter() - start
+    _finish_provenance(out, summary)
+    return summary
+
+
+def printable_path_of(prepared: PreparedInput) -> str:
+    """The ``file`` value of a prepared input's rows (its path is already display text)."""
+    return _escape_controls(prepared.path)
+
+
+def _take(item: Future[PreparedInput] | PreparedInput) -> PreparedInput:
+    return item.result() if isinstance(item, Future) else item
+
+
+def _finish_provenance(out: Path, summary: ScanSummary) -> None:
+    path = provenance_path(out)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    run = data["runs"][-1]
+    run.update(finished=utc_now(), files_scanned=summary.files_this_run, files_skipped=summary.files_skipped)
+    data["summary"] = summary.as_dict()
+    _write_provenance(path, data)
