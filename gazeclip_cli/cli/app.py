@@ -21,6 +21,7 @@ from gazeclip_cli.core.errors import GazeclipError
 COMMAND_MODULES: list[str] = [
     "attribute",
     "scan",
+    "build_benchmark",
     "model_info",
     "weights",
     "train",
