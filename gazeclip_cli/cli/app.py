@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "weights",
     "train",
     "evaluate",
+    "preprocess",
 ]
 
 app = typer.Typer(

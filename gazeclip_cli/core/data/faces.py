@@ -3,11 +3,13 @@
 Detection. :class:`FaceDetector` runs the MTCNN cascade (P-Net proposals over an image
 pyramid, R-Net refinement, O-Net boxes and 5 landmarks) with the networks and weights that
 ship in the facenet-pytorch wheel, on a batch of images of one size at a time: every
-pyramid level is one P-Net call for the whole batch, and the candidates of each stage are
-cut from each image's integral image in one vectorised pass instead of one resize per
-candidate (see ``scripts/bench_preprocess.py`` for what that buys on a CPU). Pyramid,
-crops, thresholds and box arithmetic are MTCNN's as facenet-pytorch implements them, so
-boxes and landmarks equal ``facenet_pytorch.MTCNN.detect``'s (to float rounding).
+pyramid level is one P-Net call for the whole batch; every resampling (pyramid levels,
+the 24 and 48 pixel candidate crops) is an area average read from the image's integral
+image in one vectorised pass, instead of one resize per level and per candidate; the
+networks run with channels-last weights. Pyramid, crops, thresholds and box arithmetic
+are MTCNN's as facenet-pytorch implements them, so boxes and landmarks equal
+``facenet_pytorch.MTCNN.detect``'s (to float rounding); ``scripts/bench_preprocess.py``
+measures the speed.
 Landmarks come in MTCNN's order: image-left eye centre, image-right eye centre, nose tip,
 image-left mouth corner, image-right mouth corner.
 
@@ -43,7 +45,6 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from torch.nn import functional as F
 from torchvision.ops import batched_nms
 
 from gazeclip_cli.core.data.gaze_normalization import FACE_MODEL_MM
@@ -108,9 +109,10 @@ class FaceDetector:
         self.min_face_size = min_face_size
         self.thresholds = thresholds
         self.pyramid_factor = pyramid_factor
-        self.pnet = PNet().to(self.device).eval()
-        self.rnet = RNet().to(self.device).eval()
-        self.onet = ONet().to(self.device).eval()
+        # Channels-last weights: the three small networks run about twice as fast on a CPU.
+        self.pnet = PNet().to(self.device, memory_format=torch.channels_last).eval()
+        self.rnet = RNet().to(self.device, memory_format=torch.channels_last).eval()
+        self.onet = ONet().to(self.device, memory_format=torch.channels_last).eval()
 
     def detect(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[list[Face]]:
         """Detect faces in RGB uint8 images; images of one size are processed together.
@@ -155,14 +157,16 @@ class FaceDetector:
         n = len(images)
         height, width = images[0].shape[:2]
         dev = self.device
+        # Every resampling below (pyramid levels, candidate crops) is an area average read
+        # from these: exact sums, so results equal MTCNN's adaptive_avg_pool2d resizes.
+        integrals = [_integral(img) for img in images]
 
         # Stage 1: P-Net over the pyramid; one call per level for the whole batch.
-        batch = torch.from_numpy(np.stack(images)).to(dev).permute(0, 3, 1, 2).float()  # (B, 3, H, W)
         boxes, scores, regs, owners = [], [], [], []
         for s in self._scales(height, width):
-            # MTCNN's level size and area resampling, so results equal facenet-pytorch's.
-            size = (int(height * s + 1), int(width * s + 1))
-            x = _normalise(F.interpolate(batch, size=size, mode="area"))  # (B, 3, hs, ws)
+            hs, ws = int(height * s + 1), int(width * s + 1)  # MTCNN's level size
+            level = np.stack([_area_resize(ii, hs, ws) for ii in integrals])  # (B, hs, ws, 3)
+            x = _normalise(torch.from_numpy(level).to(dev).permute(0, 3, 1, 2))  # (B, 3, hs, ws), NHWC memory
             reg, prob = self.pnet(x)  # (B, 4, h', w'), (B, 2, h', w')
             b, yy, xx = torch.nonzero(prob[:, 1] >= self.thresholds[0], as_tuple=True)
             if b.numel() == 0:
@@ -185,7 +189,7 @@ class FaceDetector:
         box, own = _square(_regress(box[keep], reg[keep], inclusive=False)), own[keep]
 
         # Stage 2: R-Net on 24 x 24 crops of the candidates.
-        reg, prob = self.rnet(self._crops(images, box, own, 24))  # (N, 4), (N, 2)
+        reg, prob = self.rnet(self._crops(integrals, box, own, 24))  # (N, 4), (N, 2)
         ok = prob[:, 1] > self.thresholds[1]
         box, sc, reg, own = box[ok], prob[ok, 1], reg[ok], own[ok]
         if box.numel() == 0:
@@ -194,7 +198,7 @@ class FaceDetector:
         box, own = _square(_regress(box[keep], reg[keep])), own[keep]
 
         # Stage 3: O-Net on 48 x 48 crops: final boxes and landmarks.
-        reg, marks, prob = self.onet(self._crops(images, box, own, 48))  # (N, 4), (N, 10), (N, 2)
+        reg, marks, prob = self.onet(self._crops(integrals, box, own, 48))  # (N, 4), (N, 10), (N, 2)
         ok = prob[:, 1] > self.thresholds[2]
         box, sc, reg, marks, own = box[ok], prob[ok, 1], reg[ok], marks[ok], own[ok]
         wh = (box[:, 2:4] - box[:, 0:2] + 1).unsqueeze(1)  # (N, 1, 2), inclusive box size
@@ -216,48 +220,65 @@ class FaceDetector:
         return results
 
     def _crops(
-        self, images: list[np.ndarray], box: torch.Tensor, owner: torch.Tensor, size: int
+        self, integrals: list[np.ndarray], box: torch.Tensor, owner: torch.Tensor, size: int
     ) -> torch.Tensor:
         """(N, 3, size, size) normalised crops of the candidate boxes, one vectorised pass per image.
 
-        Same pixels as MTCNN's crop-then-area-resize (``adaptive_avg_pool2d``): each output
-        pixel averages an integer bin of the box, summed from the image's integral image
-        instead of resizing every candidate on its own. As in facenet-pytorch, a box is first
-        clipped to the image.
+        Same pixels as MTCNN's crop-then-area-resize, read from the image's integral image
+        instead of resizing every candidate on its own. As in facenet-pytorch, a box is
+        first clipped to the image.
         """
-        out = torch.empty((box.shape[0], 3, size, size), device=self.device)
-        steps = torch.arange(size, device=self.device)
-        for i in torch.unique(owner).tolist():
-            sel = owner == i
-            height, width = images[i].shape[:2]
-            # (H + 1, W + 1, 3); float64 sums of uint8 pixels are exact for any image size.
-            integral = torch.from_numpy(cv2.integral(images[i], sdepth=cv2.CV_64F)).to(self.device)
+        out = np.empty((box.shape[0], size, size, 3), np.float32)
+        boxes = box.trunc().long().cpu().numpy()
+        owners = owner.cpu().numpy()
+        for i in np.unique(owners):
+            sel = owners == i
+            height, width = integrals[i].shape[0] - 1, integrals[i].shape[1] - 1
             # 1-based inclusive box [x0, x1] -> 0-based half-open pixel range [x0 - 1, x1), clipped.
-            b = box[sel].trunc().long()
-            x0 = (b[:, 0].clamp(min=1) - 1).clamp(max=width - 1)
-            y0 = (b[:, 1].clamp(min=1) - 1).clamp(max=height - 1)
-            x1 = torch.maximum(b[:, 2].clamp(max=width), x0 + 1)
-            y1 = torch.maximum(b[:, 3].clamp(max=height), y0 + 1)
-            rs, re = _bins(y0, y1 - y0, steps, size)  # (n, size) first / past-last row of each bin
-            cs, ce = _bins(x0, x1 - x0, steps, size)
-            total = (
-                integral[re[:, :, None], ce[:, None, :]]
-                - integral[rs[:, :, None], ce[:, None, :]]
-                - integral[re[:, :, None], cs[:, None, :]]
-                + integral[rs[:, :, None], cs[:, None, :]]
-            )  # (n, size, size, 3)
-            count = ((re - rs)[:, :, None] * (ce - cs)[:, None, :]).unsqueeze(-1)
-            out[sel] = (total / count).permute(0, 3, 1, 2).float()
-        return _normalise(out)
+            b = boxes[sel]
+            x0 = np.minimum(np.maximum(b[:, 0], 1) - 1, width - 1)
+            y0 = np.minimum(np.maximum(b[:, 1], 1) - 1, height - 1)
+            x1 = np.maximum(np.minimum(b[:, 2], width), x0 + 1)
+            y1 = np.maximum(np.minimum(b[:, 3], height), y0 + 1)
+            out[sel] = _area_means(integrals[i], *_bins(y0, y1 - y0, size), *_bins(x0, x1 - x0, size))
+        return _normalise(torch.from_numpy(out).to(self.device).permute(0, 3, 1, 2))  # NHWC memory
 
 
-def _bins(
-    start: torch.Tensor, length: torch.Tensor, steps: torch.Tensor, size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adaptive-pooling bins: bin i of a length-L range spans [floor(i L / S), ceil((i + 1) L / S))."""
-    lo = start[:, None] + torch.div(steps[None] * length[:, None], size, rounding_mode="floor")
-    hi = start[:, None] - torch.div(-(steps[None] + 1) * length[:, None], size, rounding_mode="floor")
+def _integral(image: np.ndarray) -> np.ndarray:
+    """(H + 1, W + 1, 3) pixel sums over [0, y) x [0, x): int32 while they fit, float64 beyond (exact)."""
+    h, w = image.shape[:2]
+    return cv2.integral(image, sdepth=cv2.CV_32S if h * w * 255 < 2**31 else cv2.CV_64F)
+
+
+def _bins(start: np.ndarray, length: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive-pooling bins of n ranges: bin i of [start, start + L) is [floor(i L / S), ceil((i + 1) L / S)).
+
+    Returns (n, size) first and past-the-last indices.
+    """
+    steps = np.arange(size)
+    lo = start[:, None] + (steps[None] * length[:, None]) // size
+    hi = start[:, None] - (-(steps[None] + 1) * length[:, None]) // size
     return lo, hi
+
+
+def _area_resize(integral: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The whole image area-resized to (height, width, 3) float32: row bins first, then columns."""
+    (r0,), (r1,) = _bins(np.zeros(1, np.int64), np.array([integral.shape[0] - 1]), height)
+    (c0,), (c1,) = _bins(np.zeros(1, np.int64), np.array([integral.shape[1] - 1]), width)
+    band = integral[r1] - integral[r0]  # (height, W + 1, 3): sums over each row bin
+    total = band[:, c1] - band[:, c0]  # (height, width, 3)
+    count = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[..., None]
+    return (total / count).astype(np.float32)
+
+
+def _area_means(
+    integral: np.ndarray, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray
+) -> np.ndarray:
+    """(n, R, C, 3) float32 means of the bins rows [r0, r1) x columns [c0, c1) of n regions."""
+    r0, r1, c0, c1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
+    total = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]  # (n, R, C, 3)
+    count = ((r1 - r0) * (c1 - c0))[..., None]
+    return (total / count).astype(np.float32)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:

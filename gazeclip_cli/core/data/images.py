@@ -21,7 +21,7 @@ import errno
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,14 +289,14 @@ def count_video_frames(path: PathLike) -> int:
         cap.release()
 
 
-def read_video_frames(
+def iter_video_frames(
     path: PathLike, indices: Sequence[int], *, video_id: str | None = None
-) -> list[VideoFrame]:
-    """Decode the frames at ``indices`` (0-based) of a video.
+) -> Iterator[VideoFrame]:
+    """Decode the frames at ``indices`` (0-based) of a video, one at a time, in index order.
 
     Frames are read sequentially (``grab`` skips the rest without colour conversion) because
     seeking is frame-inaccurate for many codecs. Indices past the end of the video are not
-    returned; a video that yields none of the wanted frames is an error.
+    yielded. Only one decoded frame is held at a time, so long videos stream.
 
     Args:
         path: the video file.
@@ -304,32 +304,38 @@ def read_video_frames(
         video_id: id stored with each frame; the file name without extension by default.
 
     Raises:
-        InputError: the video cannot be opened or none of the frames decodes.
+        InputError: the video cannot be opened.
     """
     vid = video_id if video_id else Path(display_path(path)).stem
     wanted = sorted(set(int(i) for i in indices))
     if not wanted:
-        return []
+        return
     cap = _open_video(path)
-    frames: list[VideoFrame] = []
     try:
-        index = 0
         pending = iter(wanted)
         target = next(pending)
-        while True:
-            if not cap.grab():
-                break
+        index = 0
+        while target >= 0 and cap.grab():
             if index == target:
                 ok, bgr = cap.retrieve()
                 if ok and bgr is not None:
-                    frames.append(VideoFrame(vid, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+                    yield VideoFrame(vid, index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 target = next(pending, -1)
-                if target < 0:
-                    break
             index += 1
     finally:
         cap.release()
-    if not frames:
+
+
+def read_video_frames(
+    path: PathLike, indices: Sequence[int], *, video_id: str | None = None
+) -> list[VideoFrame]:
+    """All frames at ``indices`` of a video (see :func:`iter_video_frames`).
+
+    Raises:
+        InputError: the video cannot be opened, or none of the wanted frames decodes.
+    """
+    frames = list(iter_video_frames(path, indices, video_id=video_id))
+    if indices and not frames:
         raise InputError(f"{display_path(path)}: no frame could be decoded (corrupt or empty video)")
     return frames
 
