@@ -84,8 +84,9 @@ def build_tree(base: Path) -> DatasetTree:
 
     # CelebAMask-HQ: CelebA-HQ-img/<n>.jpg; the mask folder beside it must not be read.
     celeba = base / "CelebAMask-HQ"
-    for i in range(16):
+    for i in range(15):
         write_image(celeba / "CelebA-HQ-img" / f"{i}.jpg", next(seed), "JPEG")
+    write_image(celeba / "CelebA-HQ-img" / "15.JPG", next(seed), "JPEG")  # upper-case extension
     write_image(celeba / "CelebAMask-HQ-mask-anno" / "0" / "00000_hair.png", next(seed))
 
     # DF40: <method>/{ff,cdf}/frames/<video>/<frame>.png, with DeepfakeBench landmarks beside

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_still_image_layouts(found):
     assert (found["StyleGAN2"].kind, found["StyleGAN2"].n_files) == ("images", 12)
     # CelebAMask-HQ's mask folder beside CelebA-HQ-img is never read.
     assert found["CelebA-HQ"].n_files == 16
+    assert any(p.endswith("15.JPG") for p in found["CelebA-HQ"].images)
     assert all("mask" not in p for p in found["CelebA-HQ"].images)
     assert found["FFHQ"].n_files == 8
     assert _problems(found["FFHQ"], "unsupported_file") == ["LICENSE.txt"]
@@ -211,3 +213,18 @@ def test_symlink_loops_and_folders_named_like_images(tmp_path, tiny_protocol):
         "unreadable",
         "a folder named like an image file; its contents are not read",
     )
+
+
+def test_df40_fake_real_layout_reads_only_fakes(tmp_path):
+    from gazeclip_cli.core.data.protocol import load_protocol
+
+    protocol = load_protocol(Path(__file__).resolve().parents[2] / "configs" / "protocol.toml")
+    root = tmp_path / "DF40"
+    for side in ("fake", "real"):
+        for v in range(2):
+            d = root / "UniFace" / side / "frames" / f"{side}{v}"
+            d.mkdir(parents=True)
+            (d / "000.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (f,), _ = discover(protocol, {"DF40": str(root)}, [protocol.generator("UniFace")])
+    assert [g.video_id for g in f.groups] == ["fake/frames/fake0", "fake/frames/fake1"]
+    assert f.excluded_dirs == 1
