@@ -84,9 +84,9 @@ def test_outputs_and_every_input_accounted_for(corpus, tmp_path, detector):
     assert summary.failures_by_kind == {"unreadable": 3, "no_face": 1, "duplicate": 1}
     video = [r for r in rows if r["path"].endswith("clip.avi")]
     assert [(r["video_id"], r["frame_index"]) for r in video] == [
-        ("clip", "0"),
+        ("clip", "2"),
         ("clip", "6"),
-        ("clip", "11"),
+        ("clip", "10"),
     ]
     for r in rows:
         crop = np.asarray(Image.open(out / r["crop_path"]))
@@ -194,11 +194,12 @@ def test_settings_are_part_of_the_cache_key(corpus, tmp_path, detector):
     first = _run(corpus, out, detector)
     wider = _run(corpus, out, detector, settings=PreprocessSettings(frames_per_video=3, crop_margin=0.4))
     assert wider.new == first.samples and wider.cached == 0
-    # More frames per video only adds the new frames.
-    more = _run(corpus, out, detector, settings=PreprocessSettings(frames_per_video=4))
-    # 3 of 12 frames are 0, 6, 11; 4 are 0, 4, 7, 11: frames 4 and 7 are new, frame 6 drops out.
-    assert more.samples == first.samples + 1 and more.new == 2
-    assert more.cached == first.samples - 1
+    # Video sampling is not in the key: frames already made are reused, whatever the sampling.
+    # 3 of 12 frames are 2, 6 and 10; 1 is frame 6; every 5th is 0, 5 and 10.
+    one = _run(corpus, out, detector, settings=PreprocessSettings(frames_per_video=1))
+    assert one.samples == first.samples - 2 and one.new == 0
+    strided = _run(corpus, out, detector, settings=PreprocessSettings(frame_stride=5))
+    assert strided.samples == first.samples and strided.new == 2 and strided.cached == first.samples - 2
 
 
 def test_gaze_is_stored_and_recomputed_only_for_a_new_estimator(corpus, tmp_path, detector, monkeypatch):
