@@ -84,9 +84,9 @@ def test_outputs_and_every_input_accounted_for(corpus, tmp_path, detector):
     assert summary.failures_by_kind == {"unreadable": 3, "no_face": 1, "duplicate": 1}
     video = [r for r in rows if r["path"].endswith("clip.avi")]
     assert [(r["video_id"], r["frame_index"]) for r in video] == [
-        ("clip", "2"),
+        ("clip", "0"),
         ("clip", "6"),
-        ("clip", "10"),
+        ("clip", "11"),
     ]
     for r in rows:
         crop = np.asarray(Image.open(out / r["crop_path"]))
@@ -195,7 +195,7 @@ def test_settings_are_part_of_the_cache_key(corpus, tmp_path, detector):
     wider = _run(corpus, out, detector, settings=PreprocessSettings(frames_per_video=3, crop_margin=0.4))
     assert wider.new == first.samples and wider.cached == 0
     # Video sampling is not in the key: frames already made are reused, whatever the sampling.
-    # 3 of 12 frames are 2, 6 and 10; 1 is frame 6; every 5th is 0, 5 and 10.
+    # 3 of 12 frames are 0, 6 and 11; 1 is frame 6; every 5th is 0, 5 and 10.
     one = _run(corpus, out, detector, settings=PreprocessSettings(frames_per_video=1))
     assert one.samples == first.samples - 2 and one.new == 0
     strided = _run(corpus, out, detector, settings=PreprocessSettings(frame_stride=5))

@@ -11,8 +11,8 @@ pixels are composited onto black (opaque pixels keep their exact values, which i
 forensic model must see). File names that are not valid UTF-8 load normally; messages
 show them with the undecodable bytes escaped (:func:`display_path`).
 
-:func:`sample_video_frames` decodes N frames evenly spread over a video (the middle frame
-of each of N equal parts), or every K-th frame, keeping the video id and each frame's index.
+:func:`sample_video_frames` decodes N frames evenly spread over a video (first to last),
+or every K-th frame, keeping the video id and each frame's index.
 """
 
 from __future__ import annotations
@@ -235,10 +235,9 @@ def frame_indices(
 
     Args:
         frame_count: number of frames in the video.
-        frames_per_video: take this many frames spread evenly: the middle frame of each of
-            N equal parts, ``(2 i + 1) * count // (2 N)``, the rule build-benchmark samples
-            video frames by; it keeps clear of fade-ins and fade-outs at the very ends.
-            All frames when the video is shorter.
+        frames_per_video: take this many frames spread evenly from the first frame to the
+            last, ``round(i * (count - 1) / (N - 1))`` (the middle frame when N = 1); all
+            frames when the video is shorter.
         frame_stride: take every ``frame_stride``-th frame, starting at frame 0.
 
     Exactly one of ``frames_per_video`` and ``frame_stride`` must be given.
@@ -256,7 +255,9 @@ def frame_indices(
         raise ValueError(f"frames_per_video must be >= 1, got {frames_per_video}")
     if frames_per_video >= frame_count:
         return list(range(frame_count))
-    return [(2 * i + 1) * frame_count // (2 * frames_per_video) for i in range(frames_per_video)]
+    if frames_per_video == 1:
+        return [frame_count // 2]  # the middle frame represents a one-frame sample best
+    return sorted({round(i * (frame_count - 1) / (frames_per_video - 1)) for i in range(frames_per_video)})
 
 
 def _open_video(path: PathLike) -> cv2.VideoCapture:
