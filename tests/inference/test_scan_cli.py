@@ -267,3 +267,20 @@ def test_output_and_model_are_checked_before_scanning(model_dir, tmp_path):
     new_out = tmp_path / "new.csv"
     refused = invoke_scan(str(root), "-o", str(new_out), "-m", str(old), "--aligned")
     assert refused.exit_code == 1 and "incompatible" in refused.stderr and not new_out.exists()
+
+
+def test_progress_bar_on_a_terminal_and_silence_otherwise(model_dir, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from gazeclip_cli.cli import output
+
+    root = tmp_path / "evidence"
+    aligned_images(root, 3)
+    quiet = invoke_scan(str(root), "-o", str(tmp_path / "q.csv"), "-m", str(model_dir), "--aligned")
+    assert quiet.exit_code == 0 and "files/s" not in quiet.stderr  # not a terminal: no bar
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "err", Console(file=screen, force_terminal=True, width=120))
+    shown = invoke_scan(str(root), "-o", str(tmp_path / "t.csv"), "-m", str(model_dir), "--aligned")
+    assert shown.exit_code == 0, shown.output
+    assert "files/s" in screen.getvalue() and "ETA" in screen.getvalue() and "3/3" in screen.getvalue()
+    assert len(read_rows(tmp_path / "t.csv")) == 3

@@ -47,7 +47,13 @@ from gazeclip_cli.core.data.faces import (
     crop_square,
     select_faces,
 )
-from gazeclip_cli.core.data.gaze_normalization import normalise_face
+from gazeclip_cli.core.data.gaze_normalization import (
+    NormalisationSettings,
+    default_camera_matrix,
+    estimate_head_pose,
+    normalisation_warp,
+    normalise_face,
+)
 from gazeclip_cli.core.data.images import (
     check_readable_file,
     decode_image,
@@ -336,6 +342,8 @@ class Predictor:
         self.image_size = self.model.cfg.clip.vision.image_size
         self.uses_gaze = self.model.gaze_encoder is not None
         self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
+        self._normalisation = NormalisationSettings()
+        self._aligned_geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         if self.settings.face_mode == "detect":
             self.detector = detector if detector is not None else FaceDetector(self.device)
         else:
@@ -436,7 +444,9 @@ class Predictor:
         else:
             crop = crop_face(image, face)
         patch = rotation = None
-        if self.uses_gaze:
+        if self.uses_gaze and self.detector is None:
+            patch, rotation = self._aligned_patch(image)
+        elif self.uses_gaze:
             normalised = normalise_face(image, face.landmarks)
             patch, rotation = normalised.patch, normalised.rotation
         return PreparedFace(
@@ -448,6 +458,25 @@ class Predictor:
             patch=None if patch is None else np.ascontiguousarray(patch),
             rotation=rotation,
         )
+
+    def _aligned_patch(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`normalise_face` for an aligned face, its geometry computed once per image size.
+
+        In aligned mode the landmarks depend only on the image size, so the head pose and the
+        warp do too; the patch is the same ``warpPerspective`` call normalise_face makes.
+        """
+        h, w = image.shape[:2]
+        geometry = self._aligned_geometry.get((h, w))
+        if geometry is None:
+            cam = default_camera_matrix(w, h)
+            pose = estimate_head_pose(aligned_face(image).landmarks, cam)
+            geometry = normalisation_warp(pose, cam, self._normalisation)
+            if len(self._aligned_geometry) >= 256:  # many sizes: keep the cache bounded
+                self._aligned_geometry.clear()
+            self._aligned_geometry[(h, w)] = geometry
+        warp, rotation = geometry
+        size = self._normalisation.size
+        return cv2.warpPerspective(image, warp, (size, size), flags=cv2.INTER_LINEAR), rotation
 
     # Stage 2: prepared faces -> predictions (the model's device).
 

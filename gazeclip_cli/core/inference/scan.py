@@ -33,6 +33,7 @@ import io
 import json
 import os
 import stat
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -72,6 +73,7 @@ COLUMNS: tuple[str, ...] = (
 )
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 DECIMALS = 6
+SWITCH_INTERVAL_S = 0.0005  # GIL switch interval while preparing threads run beside the model
 
 
 def printable_path(path: str | os.PathLike[str]) -> str:
@@ -595,6 +597,12 @@ def scan(
     new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}
 
     fh = open(out, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in the finally below
+    switch_interval = sys.getswitchinterval()
+    if executor is not None:
+        # The model's forward is many short Python steps between native kernels; with the default
+        # 5 ms switch interval each hand-back of the GIL from a preparing thread can stall it for up
+        # to 5 ms. A shorter interval for the scan's duration keeps the model fed (restored below).
+        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
     try:
         if fh.tell() == 0 and fmt == "csv":
             fh.write(_header(fmt))
@@ -672,6 +680,7 @@ def scan(
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        sys.setswitchinterval(switch_interval)
         fh.close()
 
     tally.into(summary)
