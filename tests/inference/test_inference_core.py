@@ -8,10 +8,10 @@ import math
 import os
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gazeclip_cli.core.errors import ConfigError, ModelFolderError
 from gazeclip_cli.core.inference.gradcam import grad_cam
@@ -194,6 +194,7 @@ def test_aligned_mode_patch_is_the_data_pipelines_normalised_face(aligned_predic
     from gazeclip_cli.core.data.faces import aligned_face, crop_aligned
     from gazeclip_cli.core.data.gaze_normalization import normalise_face
     from gazeclip_cli.core.data.images import load_image
+    from gazeclip_cli.core.train.dataset import load_rgb
 
     for size in (96, 80, 96):  # the second 96 comes from the per-size cache
         path = aligned_images(tmp_path / str(size), 1, size=size, seed=size)[0]
@@ -201,5 +202,7 @@ def test_aligned_mode_patch_is_the_data_pipelines_normalised_face(aligned_predic
         face = aligned_predictor.prepare(path).faces[0]
         expected = normalise_face(image, aligned_face(image).landmarks)
         assert np.array_equal(face.patch, expected.patch) and np.allclose(face.rotation, expected.rotation)
-        crop = crop_aligned(image)  # the 256 crop preprocess caches, then the network's size
-        assert np.array_equal(face.crop, cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA))
+        cached = tmp_path / f"crop{size}.png"  # the 256 crop preprocess caches, read as training reads it
+        Image.fromarray(crop_aligned(image)).save(cached)
+        expected_crop = load_rgb(cached, 64).permute(1, 2, 0).numpy()
+        assert np.allclose(face.crop / 255.0, expected_crop, atol=1e-7)

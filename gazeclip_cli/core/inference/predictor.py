@@ -16,9 +16,9 @@ runs the second:
    probability and the top three, "unknown generator" when the top probability is below
    the threshold, and the gaze (pitch, yaw) the estimator gave.
 
-The crop is cut at 256 (the preprocessing cache's size) and resized to the network's
-image size H when the architecture uses another one (the tiny test model: 64), with
-area averaging when shrinking.
+The crop is cut at 256 (the preprocessing cache's size) and, when the architecture uses
+another image size H (the tiny test model: 64), resized as ``train`` resizes the cached
+crops (Pillow bicubic), so the pixels match training's.
 
 Shapes: crops (B, H, H, 3) uint8 -> images (B, 3, H, H) in [0, 1]; patches (B, 224, 224, 3)
 uint8 -> (B, 3, 224, 224) in [0, 1].
@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from gazeclip_cli.core.data.faces import (
     CROP_SIZE,
@@ -283,11 +284,15 @@ def error_reason(message: str, path: str) -> str:
 
 
 def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
-    """A square crop resized to ``size`` (area averaging when shrinking, bilinear when enlarging)."""
-    if crop.shape[0] == size:
+    """A square crop resized to the network's ``size`` the way training reads the cached crops.
+
+    ``train`` and ``evaluate`` load the cached 256 crop and resize it with Pillow's bicubic
+    filter when the model's image size differs (``core.train.dataset.load_rgb``); doing the
+    same here keeps inference on exactly the pixels the model was trained on.
+    """
+    if crop.shape[0] == size and crop.shape[1] == size:
         return crop
-    interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC))
 
 
 def to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
