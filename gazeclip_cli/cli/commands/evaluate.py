@@ -8,9 +8,6 @@ from pathlib import Path
 import typer
 
 from gazeclip_cli.cli import output
-from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES
-from gazeclip_cli.core.evaluate.runner import evaluate_model
-from gazeclip_cli.core.model.builder import WeightSources
 
 
 def evaluate_command(
@@ -30,7 +27,7 @@ def evaluate_command(
         False, "--robustness", help="Also the ten corruptions at severities 1-5 (Fig. 6)."
     ),
     corruption: list[str] = typer.Option(
-        None, "--corruption", help=f"Limit robustness to these ({', '.join(CORRUPTION_NAMES)})."
+        None, "--corruption", help="Limit robustness to these corruptions (names in docs/EVALUATION.md)."
     ),
     efficiency: bool = typer.Option(
         False, "--efficiency", help="Also parameters, FLOPs and seconds per image (Table VII)."
@@ -38,6 +35,10 @@ def evaluate_command(
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Pretrained weights folder."),
 ) -> None:
     """Open-set attribution ACC per unseen set, seen-set ACC, detection ACC/AUC, averages, AUROC and OSCR."""
+    from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES
+    from gazeclip_cli.core.evaluate.runner import evaluate_model
+    from gazeclip_cli.core.model.builder import WeightSources
+
     for name in corruption or []:
         if name not in CORRUPTION_NAMES:
             raise typer.BadParameter(

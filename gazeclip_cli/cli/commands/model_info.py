@@ -5,9 +5,6 @@ from __future__ import annotations
 import typer
 
 from gazeclip_cli.cli import output
-from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
-from gazeclip_cli.core.model.config import load_architecture
-from gazeclip_cli.core.model.info import PAPER_TABLE_VII, model_info
 
 
 def model_info_command(
@@ -22,6 +19,10 @@ def model_info_command(
     """
     if fmt not in ("table", "json"):
         raise typer.BadParameter("must be 'table' or 'json'", param_hint="--format")
+    from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+    from gazeclip_cli.core.model.config import load_architecture
+    from gazeclip_cli.core.model.info import PAPER_TABLE_VII, model_info
+
     cfg = load_architecture(architecture)
     info = model_info(build_gazeclip(cfg, WeightSources(pretrained=False)))
     if fmt == "json":

@@ -11,9 +11,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from gazeclip_cli.cli import output
 from gazeclip_cli.core.errors import ConfigError
-from gazeclip_cli.core.model.builder import WeightSources
-from gazeclip_cli.core.train.run_config import load_run_config
-from gazeclip_cli.core.train.trainer import train
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -73,6 +70,10 @@ def train_command(
 
     Several GPUs: torchrun --nproc_per_node N -m gazeclip_cli train CACHE --out RUN
     """
+    from gazeclip_cli.core.model.builder import WeightSources
+    from gazeclip_cli.core.train.run_config import load_run_config
+    from gazeclip_cli.core.train.trainer import train
+
     run = load_run_config(
         config,
         architecture=architecture,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gazeclip_cli.core.errors import WeightsError
-from gazeclip_cli.core.weights.loading import read_state_dict
 from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, sha256_file
 
 
@@ -58,6 +57,8 @@ def fetch_weight(
         )
     directory.mkdir(parents=True, exist_ok=True)
     downloaded = download(open_clip_name, open_clip_tag, directory / ".cache")
+    from gazeclip_cli.core.weights.loading import read_state_dict  # torch + open_clip: only when fetching
+
     state = read_state_dict(downloaded)
     from safetensors.torch import save_file
 
