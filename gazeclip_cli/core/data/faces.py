@@ -265,20 +265,28 @@ def _area_resize(integral: np.ndarray, height: int, width: int) -> np.ndarray:
     """The whole image area-resized to (height, width, 3) float32: row bins first, then columns."""
     (r0,), (r1,) = _bins(np.zeros(1, np.int64), np.array([integral.shape[0] - 1]), height)
     (c0,), (c1,) = _bins(np.zeros(1, np.int64), np.array([integral.shape[1] - 1]), width)
-    band = integral[r1] - integral[r0]  # (height, W + 1, 3): sums over each row bin
-    total = band[:, c1] - band[:, c0]  # (height, width, 3)
-    count = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[..., None]
-    return (total / count).astype(np.float32)
+    band = np.take(integral, r1, axis=0) - np.take(integral, r0, axis=0)  # (height, W + 1, 3) row-bin sums
+    total = np.take(band, c1, axis=1) - np.take(band, c0, axis=1)  # (height, width, 3)
+    inverse = (1.0 / ((r1 - r0)[:, None] * (c1 - c0)[None, :])).astype(np.float32)
+    return total.astype(np.float32) * inverse[..., None]
 
 
 def _area_means(
     integral: np.ndarray, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray
 ) -> np.ndarray:
     """(n, R, C, 3) float32 means of the bins rows [r0, r1) x columns [c0, c1) of n regions."""
-    r0, r1, c0, c1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-    total = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]  # (n, R, C, 3)
-    count = ((r1 - r0) * (c1 - c0))[..., None]
-    return (total / count).astype(np.float32)
+    stride = integral.shape[1]
+    flat = integral.reshape(-1, 3)  # one take() per corner on flat indices beats 2-D fancy indexing
+    top, bottom = r0[:, :, None] * stride, r1[:, :, None] * stride
+    left, right = c0[:, None, :], c1[:, None, :]
+    total = (
+        np.take(flat, bottom + right, axis=0)
+        - np.take(flat, top + right, axis=0)
+        - np.take(flat, bottom + left, axis=0)
+        + np.take(flat, top + left, axis=0)
+    )  # (n, R, C, 3)
+    inverse = (1.0 / ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :])).astype(np.float32)
+    return total.astype(np.float32) * inverse[..., None]
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
