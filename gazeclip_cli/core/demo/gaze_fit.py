@@ -23,7 +23,8 @@ eyes (rows and columns from the canonical patch landmarks); the network is fully
 convolutional, so these are the very features it computes on the whole patch; (2) the
 linear head refitted in closed form (ridge regression) on the features of the *whole*
 patches, so the estimator is calibrated on exactly the input it will get. On this machine
-that gives about 9 degrees held-out error against about 23 for predicting the mean.
+the demo config gave 9.6 degrees held-out error against 22.5 for predicting the mean
+(GazeFitConfig.quick: 10.2).
 """
 
 from __future__ import annotations
