@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,8 +331,13 @@ class Predictor:
     ) -> None:
         self.settings = settings or PredictorSettings()
         self.device = resolve_device(device)
-        folder = load_model_folder(model_dir, weights, self.device)
-        weights_sha = sha256_of_file(Path(folder.path) / WEIGHTS_FILE)
+        # Hash the weights file while the model is built: hashlib releases the GIL on large
+        # reads, so on a multi-core machine the checksum costs no wall time.
+        weights_file = Path(model_dir) / WEIGHTS_FILE
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(sha256_of_file, weights_file) if weights_file.is_file() else None
+            folder = load_model_folder(model_dir, weights, self.device)
+            weights_sha = digest.result() if digest is not None else sha256_of_file(weights_file)
         recorded = str(folder.meta.get("weights_sha256", ""))
         if recorded and recorded != weights_sha:
             # The verdict must come from the model the folder describes: refuse an edited folder.
