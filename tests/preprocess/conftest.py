@@ -7,6 +7,18 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """MTCNN's many small operations run faster on one thread, and far faster on a busy CPU
+    (each multi-threaded call waits for a free core); restored after this folder's tests."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """skimage's astronaut.png (Eileen Collins): one frontal face, 512 x 512 RGB."""
