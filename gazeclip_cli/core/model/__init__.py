@@ -1,0 +1,1 @@
+"""The GazeCLIP network: configuration, parts, builder, model folders, model-info."""
