@@ -60,6 +60,15 @@ def preprocess_command(
         "--camera",
         help="TOML file with the camera's fx, fy, cx, cy in pixels (default: focal = image width, centre = image centre).",
     ),
+    gaze_estimator: str | None = typer.Option(
+        None,
+        "--gaze-estimator",
+        help="Also store (pitch, yaw) from this frozen estimator (eth-xgaze), so training never runs it again.",
+    ),
+    gaze_weights: Path | None = typer.Option(
+        None, "--gaze-weights", help="The estimator's weight file (default: found in the weights folder)."
+    ),
+    weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Pretrained weights folder."),
     fmt: str = typer.Option("table", "--format", help="Summary as a table or as json."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
@@ -80,6 +89,16 @@ def preprocess_command(
         camera=None if camera is None else load_camera(camera),
     )
     kwargs = {"settings": settings, "device": device, "workers": workers, "batch_size": batch_size}
+    if gaze_estimator is not None:
+        from gazeclip_cli.core.model.builder import WeightSources, build_frozen_gaze_estimator
+        from gazeclip_cli.core.model.gaze_estimator import GazeEstimatorConfig
+
+        overrides = {gaze_estimator: gaze_weights} if gaze_weights else {}
+        estimator, _ = build_frozen_gaze_estimator(
+            GazeEstimatorConfig(name=gaze_estimator, weights=gaze_estimator),
+            WeightSources(directory=weights_dir, overrides=overrides),
+        )
+        kwargs["gaze_estimator"] = estimator
     try:
         if not quiet and output.err.is_terminal:
             summary = _with_bar(source, out, kwargs)

@@ -12,7 +12,7 @@ from gazeclip_cli.core.model.agpm import AGPM
 from gazeclip_cli.core.model.clip_towers import build_clip
 from gazeclip_cli.core.model.config import GazeCLIPConfig
 from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
-from gazeclip_cli.core.model.gaze_estimator import build_gaze_estimator
+from gazeclip_cli.core.model.gaze_estimator import GazeEstimator, GazeEstimatorConfig, build_gaze_estimator
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
 from gazeclip_cli.core.model.prompts import class_prompts, load_templates
@@ -44,6 +44,19 @@ def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def build_frozen_gaze_estimator(
+    cfg: GazeEstimatorConfig, weights: WeightSources | None = None
+) -> tuple[GazeEstimator, Path | None]:
+    """The gaze estimator a config names, with its pretrained weights (eval mode), and the file they came from."""
+    weights = weights or WeightSources()
+    estimator = build_gaze_estimator(cfg)
+    path = None
+    if weights.pretrained and cfg.weights:
+        path = resolve_weight(cfg.weights, weights_dir(weights.directory), weights.overrides.get(cfg.weights))
+        load_gaze_weights(estimator, path)
+    return estimator.eval(), path
+
+
 def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, seed: int = 0) -> GazeCLIP:
     """Build the network; load the named pretrained weights unless ``weights.pretrained`` is False.
 
@@ -62,10 +75,8 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
             loaded[cfg.clip.weights] = path
         gaze_encoder = None
         if cfg.use_gaze_encoder:
-            estimator = build_gaze_estimator(cfg.gaze)
-            if weights.pretrained and cfg.gaze.weights:
-                path = resolve_weight(cfg.gaze.weights, directory, weights.overrides.get(cfg.gaze.weights))
-                load_gaze_weights(estimator, path)
+            estimator, path = build_frozen_gaze_estimator(cfg.gaze, weights)
+            if path is not None:
                 loaded[cfg.gaze.weights] = path
             gaze_encoder = GazeEncoder(estimator, cfg.clip.vision.width, finetune=cfg.finetune_gaze_estimator)
         agpm = AGPM(cfg.agpm) if cfg.use_agpm else None
