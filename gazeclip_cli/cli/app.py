@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "train",
     "evaluate",
     "preprocess",
+    "demo",
 ]
 
 app = typer.Typer(
