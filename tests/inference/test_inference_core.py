@@ -206,3 +206,17 @@ def test_aligned_mode_patch_is_the_data_pipelines_normalised_face(aligned_predic
         Image.fromarray(crop_aligned(image)).save(cached)
         expected_crop = load_rgb(cached, 64).permute(1, 2, 0).numpy()
         assert np.allclose(face.crop / 255.0, expected_crop, atol=1e-7)
+
+
+def test_scan_restores_the_process_settings_it_tunes(aligned_predictor, tmp_path):
+    import sys
+
+    from gazeclip_cli.core.inference.scan import scan
+
+    aligned_images(tmp_path / "in", 2)
+    threads, interval = torch.get_num_threads(), sys.getswitchinterval()
+    summary = scan(aligned_predictor, [tmp_path / "in"], tmp_path / "r.csv", workers=1, model_threads=1)
+    assert summary.files == 2 and summary.faces == 2
+    assert torch.get_num_threads() == threads and sys.getswitchinterval() == interval
+    with pytest.raises(ConfigError, match="model threads"):
+        scan(aligned_predictor, [tmp_path / "in"], tmp_path / "s.csv", model_threads=0)

@@ -47,6 +47,11 @@ def _default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
+def model_threads_for(threads: int, workers: int) -> int:
+    """``--threads``: 0 means the cores the preparing threads leave (at least 1)."""
+    return threads if threads > 0 else max(1, (os.cpu_count() or 1) - workers)
+
+
 class _RateColumn(ProgressColumn):
     """Files per second."""
 
@@ -79,6 +84,9 @@ def scan_command(
     aligned: bool = typer.Option(
         False, "--aligned", help="Inputs already are aligned face crops: no detection."
     ),
+    threads: int = typer.Option(
+        0, "--threads", help="Threads of the model's forward (0: the CPU cores --workers leave, at least 1)."
+    ),
     video_frames: int = typer.Option(8, "--video-frames", help="Frames sampled evenly from each video."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit with 3 when any fake is found."),
@@ -99,11 +107,12 @@ def scan_command(
     )
     predictor = Predictor(model, device=device, settings=settings)
     show_bar = not quiet and output.err.is_terminal
+    options = {"resume": resume, "workers": workers, "model_threads": model_threads_for(threads, workers)}
     try:
         if show_bar:
-            summary = _scan_with_bar(predictor, dirs, out, resume, workers)
+            summary = _scan_with_bar(predictor, dirs, out, options)
         else:
-            summary = scan(predictor, dirs, out, resume=resume, workers=workers)
+            summary = scan(predictor, dirs, out, **options)
     except KeyboardInterrupt:
         output.error(f"interrupted; finished files are in {out}: continue with --resume")
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
@@ -115,9 +124,7 @@ def scan_command(
         raise typer.Exit(code=EXIT_FILES_FAILED)
 
 
-def _scan_with_bar(
-    predictor: Predictor, dirs: list[str], out: Path, resume: bool, workers: int
-) -> ScanSummary:
+def _scan_with_bar(predictor: Predictor, dirs: list[str], out: Path, options: dict) -> ScanSummary:
     from gazeclip_cli.core.inference.scan import count_inputs, scan
 
     total = count_inputs(dirs)
@@ -139,7 +146,7 @@ def _scan_with_bar(
             status = f"{p.fakes} fake / {p.faces} scored, {p.failed} failed"
             bar.update(task, completed=p.files_done + p.files_skipped, status=status)
 
-        return scan(predictor, dirs, out, resume=resume, workers=workers, progress=progress)
+        return scan(predictor, dirs, out, progress=progress, **options)
 
 
 def print_summary(summary: ScanSummary) -> None:

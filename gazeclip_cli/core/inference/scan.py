@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gazeclip_cli.core.data.images import display_path, is_image_path, is_video_path
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.inference.predictor import (
@@ -544,6 +546,7 @@ def scan(
     *,
     resume: bool = False,
     workers: int = 1,
+    model_threads: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> ScanSummary:
     """Scan folders and files, appending one row per face to ``out`` (CSV or JSONL).
@@ -554,6 +557,9 @@ def scan(
         out: the ``.csv`` or ``.jsonl`` output; must not exist unless ``resume``.
         resume: continue a scan whose output exists (see the module docstring).
         workers: threads preparing files while the model runs (0: all in the calling thread).
+        model_threads: torch's intra-op threads for the scan's duration (restored after);
+            None leaves torch's setting. With preparing threads beside the model, giving the
+            model the remaining cores avoids OpenMP teams waiting on a core a worker holds.
         progress: called after each file; an exception it raises stops the scan with the
             output intact (rows of finished files written and flushed).
 
@@ -569,6 +575,8 @@ def scan(
     fmt = output_format(out)
     if workers < 0:
         raise ConfigError(f"workers {workers}: must be 0 or more")
+    if model_threads is not None and model_threads < 1:
+        raise ConfigError(f"model threads {model_threads}: must be at least 1")
     tally = _Tally()
     done: set[str] = set()
     exists = out.exists() and out.stat().st_size > 0
@@ -598,6 +606,9 @@ def scan(
 
     fh = open(out, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in the finally below
     switch_interval = sys.getswitchinterval()
+    torch_threads = torch.get_num_threads()
+    if model_threads is not None:
+        torch.set_num_threads(model_threads)
     if executor is not None:
         # The model's forward is many short Python steps between native kernels; with the default
         # 5 ms switch interval each hand-back of the GIL from a preparing thread can stall it for up
@@ -681,6 +692,7 @@ def scan(
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
         sys.setswitchinterval(switch_interval)
+        torch.set_num_threads(torch_threads)
         fh.close()
 
     tally.into(summary)
