@@ -134,6 +134,13 @@ def test_incompatible_model_folder_is_one_clear_line(model_dir, tmp_path):
     assert missing.exit_code == 1 and "model folder not found" in missing.stderr
 
 
+def test_html_into_a_missing_folder_is_refused_before_any_work(model_dir, tmp_path):
+    result = runner.invoke(
+        app, ["attribute", "x.png", "-m", str(model_dir), "--html", str(tmp_path / "no" / "r.html")]
+    )
+    assert result.exit_code == 2 and "Invalid value for --html" in result.output
+
+
 def test_default_model_location_is_documented():
     result = runner.invoke(app, ["attribute", "--help"])
     assert result.exit_code == 0 and DEFAULT_MODEL in result.stdout and "GAZECLIP_MODEL" in result.stdout

@@ -51,6 +51,8 @@ def attribute_command(
     """Attribute photos: real or fake, which generator (or unknown), gaze and face box per face."""
     if fmt not in ("text", "json"):
         raise typer.BadParameter("must be 'text' or 'json'", param_hint="--format")
+    if html_report is not None and not html_report.parent.is_dir():
+        raise typer.BadParameter(f"folder {html_report.parent} does not exist", param_hint="--html")
     # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
     from gazeclip_cli.core.inference.report_html import ReportEntry, write_report
