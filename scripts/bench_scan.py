@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -123,9 +124,26 @@ def child_throughput(args: argparse.Namespace) -> dict:
         main_cpu.append(time.thread_time() - t0)
         assert summary.files_this_run == n
 
+    def cores_free() -> float:
+        """CPU seconds per wall second of two threads of native work: the cores this process gets now."""
+        a = torch.rand(256, 256)
+
+        def work() -> None:
+            for _ in range(400):
+                a @ a  # releases the GIL: both threads run if two cores are free
+
+        torch.set_num_threads(1)
+        t0, c0 = time.perf_counter(), time.process_time()
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        return (time.process_time() - c0) / (time.perf_counter() - t0)
+
     forward(args.threads), forward(all_cores), scan_once(-1)  # warm-up: kernels built, files cached
     main_cpu.clear()
+    probes: list[float] = []
     for i in range(args.repeats):
+        probes.append(cores_free())
         measure("scan", lambda i=i: scan_once(i))
         measure("forward_same", lambda: forward(args.threads))
         measure("forward_all", lambda: forward(all_cores))
@@ -133,7 +151,7 @@ def child_throughput(args: argparse.Namespace) -> dict:
     def paired(base: str) -> list[float]:
         # A scan and the forward runs right after it form a pair: a burst of other work on a
         # shared machine slows both of a pair alike.
-        return sorted(f / s for s, f in zip(wall["scan"], wall[base], strict=True))
+        return [round(f / s, 3) for s, f in zip(wall["scan"], wall[base], strict=True)]
 
     def med(values: list[float]) -> float:
         return round(statistics.median(values), 2)
@@ -145,8 +163,10 @@ def child_throughput(args: argparse.Namespace) -> dict:
         "scan_files_per_s_median": round(n / statistics.median(wall["scan"]), 1),
         "forward_same_threads_files_per_s_median": round(n / statistics.median(wall["forward_same"]), 1),
         "forward_all_cores_files_per_s_median": round(n / statistics.median(wall["forward_all"]), 1),
-        "ratio_to_forward_same_threads": [round(r, 3) for r in paired("forward_same")],
-        "ratio_to_forward_all_cores": [round(r, 3) for r in paired("forward_all")],
+        # Per repeat, in order: the cores free just before the scan (2.0 = both of two), and the ratios.
+        "cores_free_per_repeat": [round(c, 2) for c in probes],
+        "ratio_to_forward_same_threads": paired("forward_same"),
+        "ratio_to_forward_all_cores": paired("forward_all"),
         # CPU seconds (all threads) beside wall seconds: how much work each run did and how
         # many cores it got; the scan's calling thread runs the model and writes the rows.
         "wall_s_median": {k: med(v) for k, v in wall.items()},
