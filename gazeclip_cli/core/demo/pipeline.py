@@ -36,10 +36,10 @@ class DemoConfig:
     seed: int = 0
     benchmark: SyntheticBenchmarkConfig = field(default_factory=SyntheticBenchmarkConfig)
     gaze_fit: GazeFitConfig = field(default_factory=GazeFitConfig)
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 16
     lr: float = 1e-3  # the paper's 1e-4 is for pretrained towers and 30 epochs; the demo has a few epochs
-    lr_step_epochs: int = 3
+    lr_step_epochs: int = 2
     threshold: float = 0.9
 
     @classmethod

@@ -14,11 +14,9 @@ from gazeclip_cli.core.model.config import AGPMConfig
 def _conv_stage(c_in: int, c_out: int) -> nn.Sequential:
     # One stride-2 conv per stage: the appearance encoder only has to reach 512 x 7 x 7; a second
     # full-resolution conv per stage would cost as much compute as the whole ResNet-50 gaze estimator.
-    # GroupNorm, not BatchNorm: no running statistics, so train and eval see the same network
-    # after any number of steps, and DDP ranks cannot drift apart.
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-        nn.GroupNorm(min(8, c_out), c_out),
+        nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
 
