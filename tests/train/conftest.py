@@ -9,25 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-COLUMNS = [
-    "path",
-    "split",
-    "dfd_label",
-    "dfa_label",
-    "generator",
-    "forgery_type",
-    "architecture",
-    "source",
-    "video_id",
-    "frame_index",
-    "sample_id",
-    "crop_path",
-    "patch_path",
-    "gaze_pitch",
-    "gaze_yaw",
-    "face_box",
-    "face_score",
-]
+from gazeclip_cli.core.data.preprocess import PREPROCESSED_COLUMNS
+
+COLUMNS = list(PREPROCESSED_COLUMNS)  # the cache format preprocess writes
 CLASSES = [("Real", 0, "Real", "Real"), ("GenA", 1, "EFS", "GAN"), ("GenB", 1, "FS", "Diffusion")]
 
 

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from gazeclip_cli.core.data.preprocess import PREPROCESSED_FILE as CACHE_INDEX
 from gazeclip_cli.core.errors import DataError
 
-CACHE_INDEX = "preprocessed.csv"
 REQUIRED = ("crop_path", "patch_path", "split", "dfd_label", "dfa_label", "generator")
 
 

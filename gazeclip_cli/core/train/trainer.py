@@ -28,7 +28,7 @@ from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train import distributed as D
-from gazeclip_cli.core.train.dataset import CacheDataset, classes_of, read_cache
+from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 CHECKPOINT = "checkpoint.pt"
@@ -368,7 +368,7 @@ def _cache_fingerprint(cache_dir: Path) -> str:
     """SHA-256 of the cache index: what the model was trained on."""
     from gazeclip_cli.core.weights.locate import sha256_file
 
-    return "sha256:" + sha256_file(cache_dir / "preprocessed.csv")
+    return "sha256:" + sha256_file(cache_dir / CACHE_INDEX)
 
 
 __all__ = ["RunConfig", "TrainResult", "TrainingInterrupted", "asdict", "train"]
