@@ -36,10 +36,10 @@ def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
         raise ValueError("learnable_prompt_tokens leaves no room for the prompt")
     templates = load_templates(cfg.prompt_templates)
     tokenizer = SimpleTokenizer(context_length=cfg.clip.text.context_length)
-    placeholder = "X " * cfg.learnable_prompt_tokens
+    filler = "X " * cfg.learnable_prompt_tokens  # word slots the learnable context vectors replace
     rows = []
     for spec in cfg.classes:
-        prompts = [placeholder + p for p in class_prompts(spec, cfg.prompt_levels, templates)]
+        prompts = [filler + p for p in class_prompts(spec, cfg.prompt_levels, templates)]
         rows.append(tokenizer(prompts).reshape(-1))  # (levels, 77) -> (t,)
     return torch.stack(rows)
 

@@ -64,5 +64,5 @@ def class_prompts(spec: ClassSpec, levels: tuple[int, ...], templates: PromptTem
         try:
             prompts.append(template.format(**fields))
         except KeyError as exc:
-            raise ConfigError(f"prompt template '{template}': unknown placeholder {exc}") from None
+            raise ConfigError(f"prompt template '{template}': unknown field {exc}") from None
     return prompts

@@ -36,7 +36,7 @@ class LanguageRefinementEncoder(nn.Module):
         num_prompts: prompts per set (levels); t = context_length * num_prompts.
         aws: use word selectors; aws_placement: "before", "between" or "after"; aws_init: "normal" or "ones".
         lora_blocks: LoRA on the last K text blocks.
-        learnable_tokens: LP, learnable context tokens replacing the placeholder words of each prompt.
+        learnable_tokens: LP, learnable context tokens replacing the filler words ("X") at the start of each prompt.
     """
 
     def __init__(
