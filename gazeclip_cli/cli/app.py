@@ -18,16 +18,17 @@ from gazeclip_cli.cli import output
 from gazeclip_cli.core.errors import GazeclipError
 
 # Modules under gazeclip_cli.cli.commands, each with a ``register(app)`` function.
+# In the order of the workflow; `gazeclip --help` lists them so.
 COMMAND_MODULES: list[str] = [
-    "attribute",
-    "scan",
     "build_benchmark",
-    "model_info",
-    "weights",
+    "preprocess",
     "train",
     "evaluate",
-    "preprocess",
+    "attribute",
+    "scan",
     "demo",
+    "model_info",
+    "weights",
 ]
 
 app = typer.Typer(
