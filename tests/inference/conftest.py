@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from PIL import Image
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.config import load_architecture
 from gazeclip_cli.core.model.folder import save_model_folder
+from tests.image_bytes import png_declaring
 
 
 def astronaut_path() -> Path:
@@ -79,22 +78,7 @@ def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
 
 def bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` pixels (3.6 G), with almost no data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return png_declaring(width, height)
 
 
 def aligned_images(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[Path]:

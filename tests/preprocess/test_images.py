@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -21,6 +19,7 @@ from gazeclip_cli.core.data.images import (
     sample_video_frames,
 )
 from gazeclip_cli.core.errors import InputError
+from tests.image_bytes import png_declaring
 
 
 def _gradient(h: int = 24, w: int = 32) -> np.ndarray:
@@ -32,22 +31,7 @@ def _gradient(h: int = 24, w: int = 32) -> np.ndarray:
 
 def _png_with_size(width: int, height: int) -> bytes:
     """A PNG whose header declares ``width`` x ``height`` (its data is one tiny row)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 4))
-        + chunk(b"IEND", b"")
-    )
+    return png_declaring(width, height)
 
 
 def _save(tmp_path, name: str, im: Image.Image, **kw) -> str:
