@@ -90,3 +90,13 @@ def test_incompatible_or_broken_folders_are_clear_errors(tmp_path, tiny_model):
     (folder / "config.toml").unlink()
     with pytest.raises(ModelFolderError, match="config.toml is missing"):
         load_model_folder(folder)
+
+
+def test_loading_without_the_text_tower_gives_the_same_test_path(tmp_path, tiny_model, tiny_batch):
+    one_step(tiny_model, tiny_batch)
+    folder = save_model_folder(tiny_model, tmp_path / "model")
+    light = load_model_folder(folder, with_text=False).model
+    assert light.lre is None and light.logit_scale is None
+    assert sum(p.numel() for p in light.parameters()) < sum(p.numel() for p in tiny_model.parameters())
+    for a, b in zip(outputs(tiny_model, tiny_batch), outputs(light, tiny_batch), strict=True):
+        assert torch.equal(a, b)

@@ -214,7 +214,7 @@ def evaluate_model(
 ) -> EvaluateResult:
     """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``."""
     dev = pick_device(device)
-    folder = load_model_folder(model_dir, weights, device=dev)
+    folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
     model = folder.model
     rows = [r for r in read_cache(cache_dir) if r.split == split]
     if not rows:

@@ -336,7 +336,7 @@ class Predictor:
         weights_file = Path(model_dir) / WEIGHTS_FILE
         with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(sha256_of_file, weights_file) if weights_file.is_file() else None
-            folder = load_model_folder(model_dir, weights, self.device)
+            folder = load_model_folder(model_dir, weights, self.device, with_text=False)
             weights_sha = digest.result() if digest is not None else sha256_of_file(weights_file)
         recorded = str(folder.meta.get("weights_sha256", ""))
         if recorded and recorded != weights_sha:

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.weights.locate import sha256_file
 
 FORMAT_VERSION = 1
+TEXT_ONLY_PREFIXES = ("lre.", "logit_scale")  # train-path tensors the test path never reads
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
@@ -157,8 +158,13 @@ def load_model_folder(
     weights: WeightSources | None = None,
     device: str | torch.device = "cpu",
     verify_checksums: bool = True,
+    with_text: bool = True,
 ) -> ModelFolder:
-    """Load a model folder; the frozen towers come from the recorded weight files, checked by SHA-256."""
+    """Load a model folder; the frozen towers come from the recorded weight files, checked by SHA-256.
+
+    ``with_text=False`` leaves out the language refinement encoder, which the test path never
+    runs (attribute, scan, evaluate): a smaller, faster-loading model with the same outputs.
+    """
     folder = Path(folder)
     meta = read_meta(folder)
     try:
@@ -170,7 +176,7 @@ def load_model_folder(
     sources = WeightSources(
         pretrained=bool(recorded), directory=sources.directory, overrides=sources.overrides
     )
-    model = build_gazeclip(cfg, sources)
+    model = build_gazeclip(cfg if with_text else replace(cfg, use_lre=False), sources)
     if verify_checksums:
         for name, info in recorded.items():
             path = model.pretrained_files.get(name)
@@ -183,6 +189,8 @@ def load_model_folder(
         tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise ModelFolderError(f"{folder / WEIGHTS_FILE}: unreadable ({exc})") from None
+    if not with_text and cfg.use_lre:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
     expected = set(model.state_dict()) - pretrained_keys(model)
     missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
     if missing or unexpected:
