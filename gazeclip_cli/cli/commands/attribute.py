@@ -55,7 +55,7 @@ def attribute_command(
         raise typer.BadParameter(f"folder {html_report.parent} does not exist", param_hint="--html")
     # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
-    from gazeclip_cli.core.inference.report_html import ReportEntry, write_report
+    from gazeclip_cli.core.inference.report_html import attribute_with_report, write_report
 
     settings = PredictorSettings(
         threshold=threshold,
@@ -67,14 +67,14 @@ def attribute_command(
     results: list[InputResult] = []
     entries = []
     for photo in photos:
-        prepared = predictor.prepare(photo, keep_image=html_report is not None)
-        result = predictor.result(prepared, predictor.predict_faces(prepared.faces) if prepared.faces else [])
-        results.append(result)
         if html_report is not None:
-            heatmaps = (
-                [predictor.gradcam(f) for f in prepared.faces] if predictor.model.gie is not None else []
+            entries.append(attribute_with_report(predictor, photo))
+            results.append(entries[-1].result)
+        else:
+            prepared = predictor.prepare(photo)
+            results.append(
+                predictor.result(prepared, predictor.predict_faces(prepared.faces) if prepared.faces else [])
             )
-            entries.append(ReportEntry(prepared, result, heatmaps))
     if html_report is not None:
         path = write_report(html_report, entries, provenance)
         output.info(f"HTML report written to {path}")

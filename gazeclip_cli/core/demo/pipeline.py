@@ -87,7 +87,7 @@ def run_demo(
 ) -> DemoResult:
     """Run every stage into ``out_dir`` (replaced if it holds a previous demo)."""
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
-    from gazeclip_cli.core.inference.report_html import ReportEntry, write_report
+    from gazeclip_cli.core.inference.report_html import attribute_with_report, write_report
 
     out = Path(out_dir)
     for sub in ("data", "cache", "run", "results"):
@@ -165,13 +165,8 @@ def run_demo(
         settings=PredictorSettings(threshold=config.threshold, face_mode="aligned"),
     )
     samples = _pick_samples(bench.manifest)
-    entries, attributed = [], []
-    for path in samples:
-        prepared = predictor.prepare(path, keep_image=True)
-        result = predictor.result(prepared, predictor.predict_faces(prepared.faces))
-        heatmaps = [predictor.gradcam(f) for f in prepared.faces] if predictor.model.gie is not None else []
-        entries.append(ReportEntry(prepared, result, heatmaps))
-        attributed.append(result.as_dict())
+    entries = [attribute_with_report(predictor, path) for path in samples]
+    attributed = [entry.result.as_dict() for entry in entries]
     report = write_report(out / "report.html", entries, predictor.provenance({"command": "demo"}))
     seconds["attribute"] = time.perf_counter() - t
     return DemoResult(

@@ -15,9 +15,11 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gazeclip_cli import __version__
+from gazeclip_cli.core.weights.locate import sha256_file
 
 # Distributions whose version can change a verdict (decoders, detector, network code).
 LIBRARIES = (
@@ -68,13 +70,9 @@ class Provenance:
         return asdict(self)
 
 
-def sha256_of_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_of_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (the same chunked reader the weights and model folders use)."""
+    return sha256_file(Path(path))
 
 
 def sha256_of_bytes(data: bytes) -> str:

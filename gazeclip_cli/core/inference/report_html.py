@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from gazeclip_cli.core.inference.gradcam import GradCam
-from gazeclip_cli.core.inference.predictor import InputResult, PreparedInput, camera_gaze
+from gazeclip_cli.core.inference.predictor import InputResult, Predictor, PreparedInput, camera_gaze
 from gazeclip_cli.core.inference.provenance import Provenance
 
 # The report shows the photo at most this wide or high; the evidence itself is hashed in full.
@@ -235,6 +235,14 @@ def render_report(entries: Sequence[ReportEntry], provenance: Provenance) -> str
     )
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def attribute_with_report(predictor: Predictor, path: str | os.PathLike[str]) -> ReportEntry:
+    """Attribute one file keeping what the report shows: the image, the result, a heatmap per face."""
+    prepared = predictor.prepare(path, keep_image=True)
+    result = predictor.result(prepared, predictor.predict_faces(prepared.faces) if prepared.faces else [])
+    heatmaps = [predictor.gradcam(f) for f in prepared.faces] if predictor.model.gie is not None else []
+    return ReportEntry(prepared, result, heatmaps)
 
 
 def write_report(
