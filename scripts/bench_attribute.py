@@ -52,10 +52,10 @@ def main() -> None:
     import torch
     from matplotlib import cbook
 
-    from gazeclip_cli.core.data.faces import FaceDetector, crop_face, select_faces
+    from gazeclip_cli.core.data.faces import FaceDetector, crop_face, resize_crop, select_faces
     from gazeclip_cli.core.data.gaze_normalization import normalise_face
     from gazeclip_cli.core.data.images import decode_image, read_file_bytes
-    from gazeclip_cli.core.inference.predictor import Predictor, resize_crop
+    from gazeclip_cli.core.inference.predictor import Predictor
     from gazeclip_cli.core.inference.provenance import sha256_of_bytes, sha256_of_file
     from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
     from gazeclip_cli.core.model.config import load_architecture

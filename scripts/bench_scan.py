@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -77,14 +76,16 @@ def child_scan(args: argparse.Namespace) -> dict:
 def child_throughput(args: argparse.Namespace) -> dict:
     """Scan and the forward alone on the same images, alternating, ``--repeats`` times each.
 
-    The forward alone runs twice per repeat: with the scan's model threads (the same thread
-    budget for the model, so the ratio is the pipeline's cost) and with every core (the
-    model given the whole machine).
+    The forward alone runs twice per repeat: as one stream of batches with every core
+    (``evaluate``'s way), and laid out as the scan lays it out (``--workers`` threads, each
+    running whole batches with ``--threads`` intra-op threads) without the preparation: the
+    model alone at its fastest on this machine. A ratio is a scan's rate over the rate of
+    the forward run right after it.
     """
     import torch
 
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
-    from gazeclip_cli.core.inference.scan import iter_inputs, scan
+    from gazeclip_cli.core.inference.scan import iter_inputs, scan, usable_cores
 
     settings = PredictorSettings(face_mode="aligned", batch_size=args.batch_size)
     predictor = Predictor(args.model, settings=settings)
@@ -93,10 +94,10 @@ def child_throughput(args: argparse.Namespace) -> dict:
     crops = torch.from_numpy(np.stack([f.crop for f in faces])).permute(0, 3, 1, 2).contiguous()
     patches = torch.from_numpy(np.stack([f.patch for f in faces])).permute(0, 3, 1, 2).contiguous()
     bs, n = args.batch_size, len(faces)
-    all_cores = os.cpu_count() or 1
-    wall: dict[str, list[float]] = {"scan": [], "forward_same": [], "forward_all": []}
+    starts = list(range(0, n, bs))
+    all_cores = usable_cores()
+    wall: dict[str, list[float]] = {"scan": [], "forward_all_cores": [], "forward_as_scan": []}
     cpu: dict[str, list[float]] = {k: [] for k in wall}
-    main_cpu: list[float] = []
 
     def measure(name: str, fn) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -104,16 +105,27 @@ def child_throughput(args: argparse.Namespace) -> dict:
         wall[name].append(time.perf_counter() - t0)
         cpu[name].append(time.process_time() - c0)
 
-    def forward(threads: int) -> None:
+    def forward_batches(batch_starts: list[int], threads: int) -> None:
         torch.set_num_threads(threads)
         with torch.inference_mode():
-            for start in range(0, n, bs):
+            for start in batch_starts:
                 predictor.model(
                     crops[start : start + bs].float() / 255, patches[start : start + bs].float() / 255
                 )
 
+    def forward_all() -> None:
+        forward_batches(starts, all_cores)
+
+    def forward_as_scan() -> None:
+        # Batch i to thread i mod workers: the scan's layout (it hands batches out in order).
+        lanes = [
+            threading.Thread(target=forward_batches, args=(starts[k :: args.workers], args.threads))
+            for k in range(args.workers)
+        ]
+        [t.start() for t in lanes]
+        [t.join() for t in lanes]
+
     def scan_once(i: int) -> None:
-        t0 = time.thread_time()
         summary = scan(
             predictor,
             roots,
@@ -121,7 +133,6 @@ def child_throughput(args: argparse.Namespace) -> dict:
             workers=args.workers,
             model_threads=args.threads,
         )
-        main_cpu.append(time.thread_time() - t0)
         assert summary.files_this_run == n
 
     def cores_free() -> float:
@@ -129,24 +140,23 @@ def child_throughput(args: argparse.Namespace) -> dict:
         a = torch.rand(256, 256)
 
         def work() -> None:
+            torch.set_num_threads(1)
             for _ in range(400):
                 a @ a  # releases the GIL: both threads run if two cores are free
 
-        torch.set_num_threads(1)
         t0, c0 = time.perf_counter(), time.process_time()
         threads = [threading.Thread(target=work) for _ in range(2)]
         [t.start() for t in threads]
         [t.join() for t in threads]
         return (time.process_time() - c0) / (time.perf_counter() - t0)
 
-    forward(args.threads), forward(all_cores), scan_once(-1)  # warm-up: kernels built, files cached
-    main_cpu.clear()
+    forward_all(), forward_as_scan(), scan_once(-1)  # warm-up: kernels built, files cached
     probes: list[float] = []
     for i in range(args.repeats):
         probes.append(cores_free())
         measure("scan", lambda i=i: scan_once(i))
-        measure("forward_same", lambda: forward(args.threads))
-        measure("forward_all", lambda: forward(all_cores))
+        measure("forward_all_cores", forward_all)
+        measure("forward_as_scan", forward_as_scan)
 
     def paired(base: str) -> list[float]:
         # A scan and the forward runs right after it form a pair: a burst of other work on a
@@ -158,20 +168,18 @@ def child_throughput(args: argparse.Namespace) -> dict:
 
     return {
         "files": n,
-        "model_threads": args.threads,
+        "workers": args.workers,
+        "model_threads_per_worker": args.threads,
         "all_cores": all_cores,
-        "scan_files_per_s_median": round(n / statistics.median(wall["scan"]), 1),
-        "forward_same_threads_files_per_s_median": round(n / statistics.median(wall["forward_same"]), 1),
-        "forward_all_cores_files_per_s_median": round(n / statistics.median(wall["forward_all"]), 1),
+        "files_per_s_median": {k: round(n / statistics.median(v), 1) for k, v in wall.items()},
         # Per repeat, in order: the cores free just before the scan (2.0 = both of two), and the ratios.
         "cores_free_per_repeat": [round(c, 2) for c in probes],
-        "ratio_to_forward_same_threads": paired("forward_same"),
-        "ratio_to_forward_all_cores": paired("forward_all"),
+        "ratio_to_forward_all_cores": paired("forward_all_cores"),
+        "ratio_to_forward_as_scan": paired("forward_as_scan"),
         # CPU seconds (all threads) beside wall seconds: how much work each run did and how
-        # many cores it got; the scan's calling thread runs the model and writes the rows.
+        # many cores it got.
         "wall_s_median": {k: med(v) for k, v in wall.items()},
         "cpu_s_median": {k: med(v) for k, v in cpu.items()},
-        "scan_model_thread_cpu_s_median": med(main_cpu),
     }
 
 
@@ -209,12 +217,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="side of the generated images")
     parser.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="of the generated images")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="scan threads (0: as the CLI, the usable cores)"
+    )
     parser.add_argument(
         "--threads",
         type=int,
         default=0,
-        help="model threads in the scan (0: cores left by --workers, as the CLI)",
+        help="intra-op threads of each worker's forwards (0: as the CLI, the cores divided among the workers)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="alternating scan / forward-alone runs")
     parser.add_argument("--child", choices=["scan", "throughput"])
@@ -223,8 +233,12 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=0)
     parser.add_argument("--out")
     args = parser.parse_args()
+    from gazeclip_cli.core.inference.scan import default_workers, usable_cores
+
+    if args.workers <= 0:
+        args.workers = default_workers()
     if args.threads <= 0:
-        args.threads = max(1, (os.cpu_count() or 1) - args.workers)
+        args.threads = max(1, usable_cores() // args.workers)
     if args.child:
         result = child_scan(args) if args.child == "scan" else child_throughput(args)
         print(json.dumps(result))
@@ -247,8 +261,8 @@ def main() -> None:
         large = run_child("scan", root, model, all_parts, tmp_path / "large.csv", args)
         speed = run_child("throughput", root, model, all_parts, tmp_path / "speed.csv", args)
     memory_ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
-    same = statistics.median(speed["ratio_to_forward_same_threads"])
     whole = statistics.median(speed["ratio_to_forward_all_cores"])
+    as_scan = statistics.median(speed["ratio_to_forward_as_scan"])
     report = {
         "settings": {
             "images": args.images,
@@ -257,7 +271,7 @@ def main() -> None:
             "format": args.format,
             "batch_size": args.batch_size,
             "workers": args.workers,
-            "model_threads": args.threads,
+            "model_threads_per_worker": args.threads,
             "mode": "aligned (no face detection)",
             "model": "tiny-test, random weights",
         },
@@ -265,10 +279,11 @@ def main() -> None:
         "scan_large": large,
         "throughput": speed,
         "peak_memory_large_over_small": round(memory_ratio, 3),
-        "throughput_ratio_same_model_threads": round(same, 3),
-        "throughput_ratio_forward_on_all_cores": round(whole, 3),
+        "throughput_ratio_to_forward_on_all_cores": round(whole, 3),
+        "throughput_ratio_to_forward_as_scan": round(as_scan, 3),
         "memory_target_met (<= 1.10)": memory_ratio <= 1.10,
-        "throughput_target_met (>= 0.8, same model threads)": same >= 0.8,
+        # Against the faster of the two ways to run the forward alone.
+        "throughput_target_met (>= 0.8)": min(whole, as_scan) >= 0.8,
     }
     print(json.dumps(report, indent=2))
 

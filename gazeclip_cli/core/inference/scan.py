@@ -10,10 +10,17 @@ loop is an error row whatever its name; a broken link with an image or video ext
 is an error row.
 
 Pipeline (:func:`scan`): stage 1 of the predictor (read, decode, detect, crop, normalise)
-runs in a small thread pool, at most ``batch_size + 2 * workers`` files ahead of the
-model; stage 2 runs the model on full batches of faces in the calling thread. Files are
-handled in walk order whatever order the threads finish in, so batches, and hence
-outputs, are the same from run to run.
+runs in a pool of ``workers`` threads, at most ``batch_size + 2 * workers`` files ahead
+of the model; faces are cut into batches of ``batch_size`` in walk order. On a CPU the
+same threads also run the model's batches, each forward with ``model_threads`` intra-op
+threads (default: the cores divided among the workers, so one each on a small machine):
+every core alternates between preparing files and running batches, none waits for the
+other stage, and a single-threaded forward wastes no time in OpenMP's fork and join (on
+this project's 2-core machine a one-thread forward of the tiny model does 1.25x the work
+per CPU-second of a two-thread one; ``docs/PERFORMANCE.md``). On CUDA the calling thread runs the model
+and the threads only prepare. Files are handled in walk order whatever order the threads
+finish in, and the batches are the same whichever thread runs them, so outputs are the
+same from run to run.
 
 Output: CSV or JSONL (by the file's suffix), one row per face, an error row per file
 that cannot be scored, and for a video one row per sampled frame's face plus one
@@ -42,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import torch
 
 from gazeclip_cli.core.data.images import display_path, is_image_path, is_video_path
@@ -539,13 +547,26 @@ class _Pending:
     missing: int
 
 
+def default_workers() -> int:
+    """Worker threads when none are asked for: the usable CPU cores, at most 8."""
+    return max(1, min(8, usable_cores()))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def scan(
     predictor: Predictor,
     roots: Iterable[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
     resume: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
     model_threads: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> ScanSummary:
@@ -556,10 +577,11 @@ def scan(
         roots: folders (walked recursively) and files.
         out: the ``.csv`` or ``.jsonl`` output; must not exist unless ``resume``.
         resume: continue a scan whose output exists (see the module docstring).
-        workers: threads preparing files while the model runs (0: all in the calling thread).
-        model_threads: torch's intra-op threads for the scan's duration (restored after);
-            None leaves torch's setting. With preparing threads beside the model, giving the
-            model the remaining cores avoids OpenMP teams waiting on a core a worker holds.
+        workers: threads preparing files and, on a CPU, running the model's batches
+            (0: everything in the calling thread; None: :func:`default_workers`).
+        model_threads: torch's intra-op threads of each forward: of every worker thread on
+            a CPU, of the calling thread otherwise (restored after). None: the usable cores
+            divided among the workers (at least 1) on a CPU; torch's setting on CUDA.
         progress: called after each file; an exception it raises stops the scan with the
             output intact (rows of finished files written and flushed).
 
@@ -573,10 +595,15 @@ def scan(
     start = time.perf_counter()
     out = Path(out)
     fmt = output_format(out)
+    workers = default_workers() if workers is None else workers
     if workers < 0:
         raise ConfigError(f"workers {workers}: must be 0 or more")
     if model_threads is not None and model_threads < 1:
         raise ConfigError(f"model threads {model_threads}: must be at least 1")
+    on_cpu = predictor.device.type == "cpu"
+    if model_threads is None and on_cpu:
+        model_threads = max(1, usable_cores() // max(1, workers))
+    lanes = workers > 0 and on_cpu  # worker threads run the model's batches too
     tally = _Tally()
     done: set[str] = set()
     exists = out.exists() and out.stat().st_size > 0
@@ -597,21 +624,35 @@ def scan(
     batch = predictor.settings.batch_size
     in_flight = batch + 2 * workers
     executor = (
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gazeclip-prepare") if workers else None
+        ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="gazeclip-scan",
+            # Intra-op threads are per thread with OpenMP: set in each worker for its forwards.
+            initializer=torch.set_num_threads if lanes else None,
+            initargs=(model_threads,) if lanes else (),
+        )
+        if workers
+        else None
     )
     window: deque[Future[PreparedInput] | PreparedInput] = deque()
     files: deque[_Pending] = deque()
     faces: deque[tuple[_Pending, int, PreparedFace]] = deque()
+    batches: deque[tuple[list[_Pending], list[int], Future[list[FacePrediction]]]] = deque()
     new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}
 
     fh = open(out, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in the finally below
     switch_interval = sys.getswitchinterval()
     torch_threads = torch.get_num_threads()
-    if model_threads is not None:
+    cv2_threads = cv2.getNumThreads()
+    if lanes:
+        # OpenCV's pool is process-wide: the preparing warps and resizes get the same per-worker
+        # budget as the forwards (measured: 7% less CPU per scan than OpenCV's default of all cores).
+        cv2.setNumThreads(model_threads)
+    if model_threads is not None and not lanes:
         torch.set_num_threads(model_threads)
     if executor is not None:
         # The model's forward is many short Python steps between native kernels; with the default
-        # 5 ms switch interval each hand-back of the GIL from a preparing thread can stall it for up
+        # 5 ms switch interval each hand-back of the GIL from another thread can stall it for up
         # to 5 ms. A shorter interval for the scan's duration keeps the model fed (restored below).
         sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
     try:
@@ -642,14 +683,26 @@ def scan(
             while files and files[0].missing == 0:
                 emit(files.popleft())
 
-        def run_batch(n: int) -> None:
-            chunk = [faces.popleft() for _ in range(n)]
-            for (pending, slot, _), pred in zip(
-                chunk, predictor.predict_faces([c[2] for c in chunk]), strict=True
-            ):
+        def finish_batch(owners: list[_Pending], slots: list[int], preds: list[FacePrediction]) -> None:
+            for pending, slot, pred in zip(owners, slots, preds, strict=True):
                 pending.predictions[slot] = pred
                 pending.missing -= 1
             emit_ready()
+
+        def finish_batches(keep: int) -> None:
+            # Oldest first, so files are written in walk order; waits while more than ``keep`` are out.
+            while batches and (len(batches) > keep or batches[0][2].done()):
+                owners, slots, future = batches.popleft()
+                finish_batch(owners, slots, future.result())
+
+        def run_batch(n: int) -> None:
+            chunk = [faces.popleft() for _ in range(n)]
+            owners, slots, items = [c[0] for c in chunk], [c[1] for c in chunk], [c[2] for c in chunk]
+            if lanes:
+                batches.append((owners, slots, executor.submit(predictor.predict_faces, items)))  # type: ignore[union-attr]
+                finish_batches(keep=workers)
+            else:
+                finish_batch(owners, slots, predictor.predict_faces(items))
 
         def accept(prepared: PreparedInput) -> None:
             pending = _Pending(
@@ -660,6 +713,7 @@ def scan(
                 faces.append((pending, slot, face))
             while len(faces) >= batch:
                 run_batch(batch)
+            finish_batches(keep=workers)
             emit_ready()
 
         for item in iter_inputs(roots, stats):
@@ -687,12 +741,14 @@ def scan(
             accept(_take(window.popleft()))
         while faces:
             run_batch(min(batch, len(faces)))
+        finish_batches(keep=0)
         emit_ready()
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
         sys.setswitchinterval(switch_interval)
         torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv2_threads)
         fh.close()
 
     tally.into(summary)

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from gazeclip_cli.core.data.faces import resize_crop
 from gazeclip_cli.core.data.preprocess import PREPROCESSED_FILE as CACHE_INDEX
 from gazeclip_cli.core.errors import DataError
 
@@ -104,13 +105,12 @@ def load_rgb(path: Path, size: int | None = None) -> torch.Tensor:
     """(3, S, S) float in [0, 1] from a cached PNG, resized to ``size`` if given."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy, for torch
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cached image unreadable ({exc}); re-run `gazeclip preprocess`") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    if size is not None:
+        arr = resize_crop(arr, size)  # the resize attribute and scan apply too
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
 class CacheDataset(Dataset):
