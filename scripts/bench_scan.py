@@ -1,30 +1,30 @@
 """Scan benchmark: streaming memory (2,000 vs 200 images) and throughput vs the model forward alone.
 
 Generates N images (smooth random colour fields, 256 x 256 JPEG by default, like aligned
-face datasets, in folders of 100) and, each in
-its own subprocess so that peak memory is the scan's own (``ru_maxrss`` of the child):
+face datasets, in folders of 100) and, each in its own subprocess so that peak memory is
+the scan's own (``ru_maxrss`` of the child):
 
 1. ``scan`` of the first 200 images, then of all N, with the tiny model (files/s, peak RSS);
 2. in one more subprocess, ``scan`` of all N and the model forward alone on pre-loaded
    inputs of the same N images, alternating ``--repeats`` times after a warm-up: the crops
-   and gaze patches are prepared first and held in memory as uint8 tensors, then timed per
-   batch (uint8 -> float, forward) with the same batch size, once with the scan's model
-   threads (same thread budget for the model: the ratio is the pipeline's cost) and once
-   with every core. A ratio is (scan files/s) / (forward files/s) of a scan and the forward
-   run right after it, so a burst of other work on a shared machine slows both of a pair
-   alike; the figure is the median over the pairs. CPU seconds (whole process, and the
-   scan's calling thread, which runs the model) are printed beside the wall seconds: they
-   show how many cores a run actually got.
+   and gaze patches are prepared first and held in memory as uint8 NCHW tensors, then
+   timed per batch (uint8 -> float, forward) with the same batch size, two ways: one
+   stream of batches with every core (as ``evaluate`` runs the model), and the scan's own
+   layout without the preparation (``--workers`` threads side by side, each running whole
+   batches with ``--threads`` intra-op threads). A ratio is (scan files/s) / (forward
+   files/s) of a scan and the forward run right after it, so a burst of other work on a
+   shared machine slows both of a pair alike. Before each scan the cores the process can
+   get are probed; CPU seconds are printed beside wall seconds.
 
-The scan uses, as the CLI does, ``--workers`` preparing threads and the cores they leave
-for the model (``--threads 0``: at least 1).
+The scan uses the CLI's defaults unless told otherwise: ``--workers 0`` means the usable
+cores (at most 8), ``--threads 0`` the cores divided among the workers.
 
 The scans run in aligned mode (``--aligned``: the centred square is the face, no MTCNN):
-generated images hold no faces, and MTCNN on a CPU (0.1-1 s per photo) would dominate
+generated images hold no faces, and MTCNN on a CPU (0.04-1 s per photo) would dominate
 and measure the detector rather than the scan's streaming and overlap. Both targets of
 the issue: peak memory of N at most 10% above 200, throughput at least 0.8x the forward.
 
-    python scripts/bench_scan.py --images 2000 --small 200 --batch-size 16 --workers 1
+    python scripts/bench_scan.py --images 2000 --small 200 --repeats 5
 """
 
 from __future__ import annotations
@@ -218,6 +218,11 @@ def main() -> None:
     parser.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="of the generated images")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
+        "--architecture",
+        default="tiny-test",
+        help="built with random weights (the issue's figure: tiny-test)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=0, help="scan threads (0: as the CLI, the usable cores)"
     )
     parser.add_argument(
@@ -251,7 +256,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_scan_") as tmp:
         tmp_path = Path(tmp)
         model = save_model_folder(
-            build_gazeclip(load_architecture("tiny-test"), WeightSources(pretrained=False)),
+            build_gazeclip(load_architecture(args.architecture), WeightSources(pretrained=False)),
             tmp_path / "model",
         )
         root = tmp_path / "images"
@@ -273,7 +278,7 @@ def main() -> None:
             "workers": args.workers,
             "model_threads_per_worker": args.threads,
             "mode": "aligned (no face detection)",
-            "model": "tiny-test, random weights",
+            "model": f"{args.architecture}, random weights",
         },
         "scan_small": small,
         "scan_large": large,

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gazeclip_cli.cli.app import app
-from gazeclip_cli.core.data.benchmark import build_benchmark, evenly_spaced, write_benchmark
+from gazeclip_cli.core.data.benchmark import build_benchmark, write_benchmark
+from gazeclip_cli.core.data.frame_sampling import evenly_spaced
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS, read_manifest, read_summary
 from gazeclip_cli.core.data.protocol import parse_protocol
 from gazeclip_cli.core.errors import DataError

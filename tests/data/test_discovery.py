@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gazeclip_cli.core.data.benchmark import check_image_file, evenly_spaced, sniff_image, sniff_video
+from gazeclip_cli.core.data.benchmark import check_image_file, sniff_image, sniff_video
 from gazeclip_cli.core.data.discovery import discover, frame_number, parse_roots
+from gazeclip_cli.core.data.frame_sampling import evenly_spaced
 from gazeclip_cli.core.errors import InputError
 
 

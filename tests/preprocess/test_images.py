@@ -221,7 +221,7 @@ def test_decode_image_from_bytes_names_the_source():
 
 
 def test_frame_indices():
-    assert frame_indices(30, frames_per_video=5) == [0, 7, 14, 22, 29]  # first to last
+    assert frame_indices(30, frames_per_video=5) == [3, 9, 15, 21, 27]  # the centres of 5 equal parts
     assert frame_indices(4, frames_per_video=10) == [0, 1, 2, 3]
     assert frame_indices(9, frames_per_video=1) == [4]
     assert frame_indices(25, frame_stride=10) == [0, 10, 20]
@@ -243,7 +243,7 @@ def video(tmp_path) -> str:
 
 def test_video_frames_evenly_and_by_stride(video):
     frames = sample_video_frames(video, frames_per_video=5)
-    assert [f.frame_index for f in frames] == [0, 7, 14, 22, 29]
+    assert [f.frame_index for f in frames] == [3, 9, 15, 21, 27]
     assert all(f.video_id == "clip" for f in frames)
     for f in frames:
         assert f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8

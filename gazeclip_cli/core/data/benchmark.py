@@ -40,6 +40,7 @@ from gazeclip_cli.core.data.discovery import (
     frame_number,
     printable,
 )
+from gazeclip_cli.core.data.frame_sampling import evenly_spaced
 from gazeclip_cli.core.data.manifest import ManifestRow, summary_path, write_manifest, write_summary
 from gazeclip_cli.core.data.protocol import SPLITS, GeneratorSpec, Protocol
 from gazeclip_cli.core.errors import DataError
@@ -468,19 +469,6 @@ def _take_group(
             number = frame_number(path)
             rows.append(_row(spec, path, split, group.video_id, position if number is None else number))
     return rows
-
-
-def evenly_spaced(n: int, k: int) -> list[int]:
-    """``k`` indices spread evenly over ``range(n)`` (the centre of each of k equal parts).
-
-    >>> evenly_spaced(10, 3)
-    [1, 5, 8]
-    """
-    if k >= n:
-        return list(range(n))
-    if k <= 0:
-        return []
-    return [(2 * i + 1) * n // (2 * k) for i in range(k)]
 
 
 def _row(spec: GeneratorSpec, path: str, split: str, video_id: str, frame_index: int | None) -> ManifestRow:

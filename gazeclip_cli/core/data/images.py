@@ -11,8 +11,9 @@ pixels are composited onto black (opaque pixels keep their exact values, which i
 forensic model must see). File names that are not valid UTF-8 load normally; messages
 show them with the undecodable bytes escaped (:func:`display_path`).
 
-:func:`sample_video_frames` decodes N frames evenly spread over a video (first to last),
-or every K-th frame, keeping the video id and each frame's index.
+:func:`sample_video_frames` decodes N frames evenly spread over a video (the centres of N
+equal parts, :func:`~gazeclip_cli.core.data.frame_sampling.evenly_spaced`) or every K-th frame, keeping the video id and each
+frame's index.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from gazeclip_cli.core.data.frame_sampling import frame_indices
 from gazeclip_cli.core.errors import InputError
 
 # Pillow's own decompression-bomb warning threshold, so that the two limits never disagree:
@@ -228,38 +230,6 @@ class VideoFrame:
     image: np.ndarray  # RGB uint8 (H, W, 3)
 
 
-def frame_indices(
-    frame_count: int, *, frames_per_video: int | None = None, frame_stride: int | None = None
-) -> list[int]:
-    """Which frames to take from a video of ``frame_count`` frames.
-
-    Args:
-        frame_count: number of frames in the video.
-        frames_per_video: take this many frames spread evenly from the first frame to the
-            last, ``round(i * (count - 1) / (N - 1))`` (the middle frame when N = 1); all
-            frames when the video is shorter.
-        frame_stride: take every ``frame_stride``-th frame, starting at frame 0.
-
-    Exactly one of ``frames_per_video`` and ``frame_stride`` must be given.
-    """
-    if (frames_per_video is None) == (frame_stride is None):
-        raise ValueError("give exactly one of frames_per_video and frame_stride")
-    if frame_count <= 0:
-        return []
-    if frame_stride is not None:
-        if frame_stride < 1:
-            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
-        return list(range(0, frame_count, frame_stride))
-    assert frames_per_video is not None
-    if frames_per_video < 1:
-        raise ValueError(f"frames_per_video must be >= 1, got {frames_per_video}")
-    if frames_per_video >= frame_count:
-        return list(range(frame_count))
-    if frames_per_video == 1:
-        return [frame_count // 2]  # the middle frame represents a one-frame sample best
-    return sorted({round(i * (frame_count - 1) / (frames_per_video - 1)) for i in range(frames_per_video)})
-
-
 def _open_video(path: PathLike) -> cv2.VideoCapture:
     check_readable_file(path)
     name = display_path(path)
@@ -352,7 +322,7 @@ def sample_video_frames(
 
     Args:
         path: the video file.
-        frames_per_video: N frames spread evenly from first to last (all when shorter).
+        frames_per_video: N frames spread evenly (the centres of N equal parts; all when shorter).
         frame_stride: every K-th frame, from frame 0.
         video_id: id stored with each frame; the file name without extension by default.
 
