@@ -16,11 +16,11 @@ same threads also run the model's batches, each forward with ``model_threads`` i
 threads (default: the cores divided among the workers, so one each on a small machine):
 every core alternates between preparing files and running batches, none waits for the
 other stage, and a single-threaded forward wastes no time in OpenMP's fork and join (on
-this project's 2-core machine a one-thread forward of the tiny model does 1.25x the work
-per CPU-second of a two-thread one; ``docs/PERFORMANCE.md``). On CUDA the calling thread runs the model
-and the threads only prepare. Files are handled in walk order whatever order the threads
-finish in, and the batches are the same whichever thread runs them, so outputs are the
-same from run to run.
+this project's 2-core machine, one-thread forwards side by side do 1.33x the work per
+CPU-second of a two-thread one; ``docs/PERFORMANCE.md``). On CUDA the calling thread
+runs the model and the threads only prepare. Files are handled in walk order whatever
+order the threads finish in, and the batches are the same whichever thread runs them,
+so outputs are the same from run to run.
 
 Output: CSV or JSONL (by the file's suffix), one row per face, an error row per file
 that cannot be scored, and for a video one row per sampled frame's face plus one
@@ -646,7 +646,7 @@ def scan(
     cv2_threads = cv2.getNumThreads()
     if lanes:
         # OpenCV's pool is process-wide: the preparing warps and resizes get the same per-worker
-        # budget as the forwards (measured: 7% less CPU per scan than OpenCV's default of all cores).
+        # budget as the forwards (measured: 4-5% less CPU per scan than OpenCV's default of all cores).
         cv2.setNumThreads(model_threads)
     if model_threads is not None and not lanes:
         torch.set_num_threads(model_threads)
