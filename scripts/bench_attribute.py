@@ -14,6 +14,10 @@ Reported:
   resized to the network's size), normalise (ETH-XGaze head pose and warp), model (the test
   path forward on one face), Grad-CAM; the first (cold) call and the best of ``--repeats``.
 
+The in-process stages run with glibc's allocator tuned as the CLI tunes it
+(``core/allocator.py``) unless ``--no-malloc-tuning``; the end-to-end runs are the CLI's,
+tuned unless the environment says otherwise (``GAZECLIP_MALLOC_TUNING=0``).
+
     python scripts/bench_attribute.py --repeats 5
 """
 
@@ -47,7 +51,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--photo", type=Path, default=None, help="default: matplotlib's grace_hopper.jpg")
+    parser.add_argument(
+        "--no-malloc-tuning", action="store_true", help="leave glibc's allocator as it is (the CLI tunes it)"
+    )
     args = parser.parse_args()
+    if not args.no_malloc_tuning:
+        from gazeclip_cli.core.allocator import tune_for_tensors
+
+        tune_for_tensors()  # as the CLI does at start-up
 
     import torch
     from matplotlib import cbook

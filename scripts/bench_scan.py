@@ -55,6 +55,7 @@ def generate(root: Path, n: int, size: int, fmt: str) -> None:
 
 
 def child_scan(args: argparse.Namespace) -> dict:
+    tune_allocator(args)
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
     from gazeclip_cli.core.inference.scan import scan
 
@@ -73,6 +74,14 @@ def child_scan(args: argparse.Namespace) -> dict:
     }
 
 
+def tune_allocator(args: argparse.Namespace) -> None:
+    """As the CLI does at start-up, unless ``--no-malloc-tuning``."""
+    from gazeclip_cli.core.allocator import tune_for_tensors
+
+    if not args.no_malloc_tuning and not tune_for_tensors():
+        raise SystemExit("allocator tuning not applied (not glibc, or MALLOC_* set): use --no-malloc-tuning")
+
+
 def child_throughput(args: argparse.Namespace) -> dict:
     """Scan and the forward alone on the same images, alternating, ``--repeats`` times each.
 
@@ -82,6 +91,7 @@ def child_throughput(args: argparse.Namespace) -> dict:
     model alone at its fastest on this machine. A ratio is a scan's rate over the rate of
     the forward run right after it.
     """
+    tune_allocator(args)
     import torch
 
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
@@ -205,7 +215,7 @@ def run_child(mode: str, root: Path, model: Path, parts: int, out: Path, args: a
         str(args.threads),
         "--repeats",
         str(args.repeats),
-    ]
+    ] + (["--no-malloc-tuning"] if args.no_malloc_tuning else [])
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -232,6 +242,9 @@ def main() -> None:
         help="intra-op threads of each worker's forwards (0: as the CLI, the cores divided among the workers)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="alternating scan / forward-alone runs")
+    parser.add_argument(
+        "--no-malloc-tuning", action="store_true", help="leave glibc's allocator as it is (the CLI tunes it)"
+    )
     parser.add_argument("--child", choices=["scan", "throughput"])
     parser.add_argument("--root")
     parser.add_argument("--model")
@@ -279,6 +292,9 @@ def main() -> None:
             "model_threads_per_worker": args.threads,
             "mode": "aligned (no face detection)",
             "model": f"{args.architecture}, random weights",
+            "allocator": "glibc defaults"
+            if args.no_malloc_tuning
+            else "tuned as the CLI (core/allocator.py)",
         },
         "scan_small": small,
         "scan_large": large,

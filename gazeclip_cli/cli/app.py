@@ -54,6 +54,9 @@ def _root(
     ),
 ) -> None:
     """GazeCLIP deepfake attribution and detection of face images."""
+    from gazeclip_cli.core.allocator import tune_for_tensors
+
+    tune_for_tensors()  # CPU forwards 1.3-1.8x faster (core/allocator.py); GAZECLIP_MALLOC_TUNING=0 skips
 
 
 def _reporting_errors(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ same threads also run the model's batches, each forward with ``model_threads`` i
 threads (default: the cores divided among the workers, so one each on a small machine):
 every core alternates between preparing files and running batches, none waits for the
 other stage, and a single-threaded forward wastes no time in OpenMP's fork and join (on
-this project's 2-core machine, one-thread forwards side by side do 1.33x the work per
+this project's 2-core machine, one-thread forwards side by side do 1.3-1.6x the work per
 CPU-second of a two-thread one; ``docs/PERFORMANCE.md``). On CUDA the calling thread
 runs the model and the threads only prepare. Files are handled in walk order whatever
 order the threads finish in, and the batches are the same whichever thread runs them,
