@@ -257,6 +257,11 @@ def test_output_and_model_are_checked_before_scanning(model_dir, tmp_path):
     assert other.exit_code == 1 and "threshold=0.9" in other.stderr
     bad_suffix = invoke_scan(str(root), "-o", str(tmp_path / "r.txt"), "-m", str(model_dir))
     assert bad_suffix.exit_code == 1 and ".csv or .jsonl" in bad_suffix.stderr
+    bad_workers = invoke_scan(
+        str(root), "-o", str(tmp_path / "w.csv"), "-m", str(model_dir), "--workers", "-3"
+    )
+    assert bad_workers.exit_code == 1 and "workers -3: must be 0 or more" in bad_workers.stderr
+    assert not (tmp_path / "w.csv").exists()
     old = tmp_path / "old"
     old.mkdir()
     for f in model_dir.iterdir():

@@ -105,7 +105,7 @@ def scan_command(
     show_bar = not quiet and output.err.is_terminal
     options = {
         "resume": resume,
-        "workers": None if workers < 0 else workers,
+        "workers": None if workers == -1 else workers,  # other negatives: the core says why not
         "model_threads": threads if threads > 0 else None,
     }
     try:
