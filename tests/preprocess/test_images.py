@@ -11,10 +11,12 @@ import pytest
 from PIL import Image
 
 from gazeclip_cli.core.data.images import (
+    MAX_IMAGE_FILE_BYTES,
     decode_image,
     display_path,
     frame_indices,
     load_image,
+    read_image_bytes,
     read_video_frames,
     sample_video_frames,
 )
@@ -78,6 +80,17 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
     assert load_image(path).shape == (40, 40, 3)
     with pytest.raises(InputError, match="40 x 40 pixels, limit 1,000"):
         load_image(path, max_pixels=1000)
+
+
+def test_a_file_too_large_for_an_image_is_refused_before_reading(tmp_path):
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as fh:
+        fh.truncate(MAX_IMAGE_FILE_BYTES + 1)  # sparse: no disk used, and never read
+    with pytest.raises(InputError, match=r"huge\.png: file too large for an image \(1,073,741,825 bytes"):
+        read_image_bytes(huge)
+    small = tmp_path / "small.png"
+    Image.fromarray(_gradient()).save(small)
+    assert read_image_bytes(small) == small.read_bytes()
 
 
 def test_missing_file_folder_and_symlink_problems(tmp_path):

@@ -36,6 +36,8 @@ from gazeclip_cli.core.errors import InputError
 # Pillow's own decompression-bomb warning threshold, so that the two limits never disagree:
 # about 9459 x 9459 pixels, 268 MB once decoded to RGB.
 MAX_PIXELS = 89_478_485
+# An image file larger than this is refused before it is read (preprocess, attribute, scan).
+MAX_IMAGE_FILE_BYTES = 1 << 30
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".jfif"}
@@ -100,9 +102,33 @@ def check_readable_file(path: PathLike) -> int:
     return st.st_size
 
 
+def check_image_file(path: PathLike) -> int:
+    """:func:`check_readable_file`, and refuse a file too large to be an image; returns its size.
+
+    A file over :data:`MAX_IMAGE_FILE_BYTES` is refused before it is read: no photo is this
+    big, and reading it whole would exhaust memory before the decoder's pixel limit applies.
+    """
+    size = check_readable_file(path)
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise InputError(
+            f"{display_path(path)}: file too large for an image ({size:,} bytes, limit {MAX_IMAGE_FILE_BYTES:,})"
+        )
+    return size
+
+
 def read_file_bytes(path: PathLike) -> bytes:
     """The whole content of an input file, after the checks of :func:`check_readable_file`."""
     check_readable_file(path)
+    return _read(path)
+
+
+def read_image_bytes(path: PathLike) -> bytes:
+    """The whole content of an image file, after the checks of :func:`check_image_file`."""
+    check_image_file(path)
+    return _read(path)
+
+
+def _read(path: PathLike) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()

@@ -68,14 +68,15 @@ from gazeclip_cli.core.data.faces import (
     crop_square,
     select_faces,
 )
+from gazeclip_cli.core.data.frame_sampling import frame_indices
 from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings, normalise_face
 from gazeclip_cli.core.data.images import (
     MAX_PIXELS,
+    check_image_file,
     check_readable_file,
     count_video_frames,
     decode_image,
     display_path,
-    frame_indices,
     is_image_path,
     is_video_path,
     iter_video_frames,
@@ -100,8 +101,6 @@ PREPROCESSED_COLUMNS: tuple[str, ...] = (
 )
 FAILURE_COLUMNS = ("path", "reason")
 DEFAULT_FRAMES_PER_VIDEO = 10
-# A file this large is not an image we should read into memory whole.
-MAX_IMAGE_FILE_BYTES = 512 * 1024 * 1024
 # Failure kinds counted in the summary.
 FAILURE_KINDS = ("unreadable", "no_face", "head_pose", "duplicate", "missing_frame")
 
@@ -526,11 +525,7 @@ class _Run:
     def prepare_image(self, row: InputRow) -> _Prepared:
         """Hash and (unless cached) decode one image; never raises for a bad file."""
         try:
-            size = check_readable_file(row.file)
-            if size > MAX_IMAGE_FILE_BYTES:
-                raise InputError(
-                    f"{display_path(row.file)}: file too large for an image ({size:,} bytes, limit {MAX_IMAGE_FILE_BYTES:,})"
-                )
+            check_image_file(row.file)
             data: bytes | None = None
 
             def read() -> bytes:

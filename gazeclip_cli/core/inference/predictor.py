@@ -62,7 +62,7 @@ from gazeclip_cli.core.data.images import (
     decode_image,
     display_path,
     is_video_path,
-    read_file_bytes,
+    read_image_bytes,
     sample_video_frames,
 )
 from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
@@ -81,9 +81,6 @@ from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder
 FACE_MODES = ("detect", "aligned")
 UNKNOWN_GENERATOR = "unknown generator"
 GAZE_PATCH_SIZE = 224
-# An image file larger than this is refused before it is read: no legitimate photo is this
-# big, and reading it whole would exhaust memory before the decoder's pixel limit applies.
-MAX_IMAGE_FILE_BYTES = 1 << 30
 
 
 def resolve_device(device: str) -> torch.device:
@@ -375,12 +372,7 @@ class Predictor:
                 prepared.frames = len(frames)
                 self._prepare_images(prepared, [f.image for f in frames], [f.frame_index for f in frames])
             else:
-                size = check_readable_file(path)
-                if size > MAX_IMAGE_FILE_BYTES:
-                    raise InputError(
-                        f"{name}: file too large for an image ({size:,} bytes, limit {MAX_IMAGE_FILE_BYTES:,})"
-                    )
-                data = read_file_bytes(path)
+                data = read_image_bytes(path)
                 prepared.sha256 = sha256_of_bytes(data)
                 image = decode_image(data, name)
                 del data
