@@ -94,8 +94,9 @@ def child_throughput(args: argparse.Namespace) -> dict:
     tune_allocator(args)
     import torch
 
+    from gazeclip_cli.core.cpus import usable_cores
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
-    from gazeclip_cli.core.inference.scan import iter_inputs, scan, usable_cores
+    from gazeclip_cli.core.inference.scan import iter_inputs, scan
 
     settings = PredictorSettings(face_mode="aligned", batch_size=args.batch_size)
     predictor = Predictor(args.model, settings=settings)
@@ -251,7 +252,8 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=0)
     parser.add_argument("--out")
     args = parser.parse_args()
-    from gazeclip_cli.core.inference.scan import default_workers, usable_cores
+    from gazeclip_cli.core.cpus import usable_cores
+    from gazeclip_cli.core.inference.scan import default_workers
 
     if args.workers <= 0:
         args.workers = default_workers()

@@ -52,6 +52,7 @@ from typing import Any
 import cv2
 import torch
 
+from gazeclip_cli.core.cpus import usable_cores
 from gazeclip_cli.core.data.images import display_path, is_image_path, is_video_path
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.inference.predictor import (
@@ -550,14 +551,6 @@ class _Pending:
 def default_workers() -> int:
     """Worker threads when none are asked for: the usable CPU cores, at most 8."""
     return max(1, min(8, usable_cores()))
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def scan(
