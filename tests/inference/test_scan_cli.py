@@ -289,3 +289,35 @@ def test_progress_bar_on_a_terminal_and_silence_otherwise(model_dir, tmp_path, m
     assert shown.exit_code == 0, shown.output
     assert "files/s" in screen.getvalue() and "ETA" in screen.getvalue() and "3/3" in screen.getvalue()
     assert len(read_rows(tmp_path / "t.csv")) == 3
+
+
+def test_scanning_starts_before_the_bar_has_its_total(model_dir, tmp_path, monkeypatch):
+    import time
+
+    from rich.console import Console
+
+    from gazeclip_cli.cli import output
+    from gazeclip_cli.core.inference import scan as scan_module
+
+    root = tmp_path / "evidence"
+    aligned_images(root, 3)
+    out = tmp_path / "t.csv"
+    real_count = scan_module.count_inputs
+    rows_before_total = []
+
+    def slow_count(dirs):
+        # A huge tree: the count ends only after the scan has written rows (or gives up).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_text().splitlines()) > 1:
+                rows_before_total.append(True)
+                break
+            time.sleep(0.01)
+        return real_count(dirs)
+
+    monkeypatch.setattr(scan_module, "count_inputs", slow_count)
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "err", Console(file=screen, force_terminal=True, width=120))
+    result = invoke_scan(str(root), "-o", str(out), "-m", str(model_dir), "--aligned")
+    assert result.exit_code == 0, result.output
+    assert rows_before_total == [True] and "3/3" in screen.getvalue()

@@ -9,6 +9,7 @@ both apply); 130 interrupted (Ctrl-C): rerun with ``--resume``.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,6 @@ def scan_command(
 def _scan_with_bar(predictor: Predictor, dirs: list[str], out: Path, options: dict) -> ScanSummary:
     from gazeclip_cli.core.inference.scan import count_inputs, scan
 
-    total = count_inputs(dirs)
     with Progress(
         TextColumn("scanning"),
         BarColumn(),
@@ -140,13 +140,27 @@ def _scan_with_bar(predictor: Predictor, dirs: list[str], out: Path, options: di
         console=output.err,
         transient=True,
     ) as bar:
-        task = bar.add_task("scan", total=total, status="")
+        # The scan starts at once; a second walk counts the files beside it and gives the bar
+        # its total (and ETA) when done: on a tree of millions of files that takes minutes.
+        task = bar.add_task("scan", total=None, status="")
+
+        def count() -> None:
+            try:
+                bar.update(task, total=count_inputs(dirs))
+            except OSError:  # the scan itself reports unreadable paths; the bar just has no total
+                pass
+
+        counter = threading.Thread(target=count, name="gazeclip-count", daemon=True)
+        counter.start()
 
         def progress(p: ScanProgress) -> None:
             status = f"{p.fakes} fake / {p.faces} scored, {p.failed} failed"
             bar.update(task, completed=p.files_done + p.files_skipped, status=status)
 
-        return scan(predictor, dirs, out, progress=progress, **options)
+        summary = scan(predictor, dirs, out, progress=progress, **options)
+        counter.join()  # the last frame shows the real total
+        bar.refresh()
+        return summary
 
 
 def print_summary(summary: ScanSummary) -> None:
