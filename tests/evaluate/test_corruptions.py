@@ -89,3 +89,19 @@ def test_bad_inputs():
         corrupt(np.zeros((8, 8, 3), dtype=np.uint8), "gaussian_blurr", 1)
     with pytest.raises(ConfigError, match="0..5"):
         corrupt(np.zeros((8, 8, 3), dtype=np.uint8), "jpeg", 6)
+
+
+def test_robustness_reads_crops_exactly_as_the_clean_evaluation(tmp_path):
+    import torch
+
+    from gazeclip_cli.core.evaluate.runner import CorruptedDataset
+    from gazeclip_cli.core.train.dataset import CacheDataset, read_cache
+    from tests.train.conftest import make_cache
+
+    cache = make_cache(tmp_path / "cache", {"test": 1})  # 64 x 64 crops
+    clean = CacheDataset(read_cache(cache), image_size=48, use_cached_gaze=False)  # resized on reading
+    severity_zero = CorruptedDataset(clean, CORRUPTION_NAMES[0], 0)
+    assert len(clean) > 1
+    for i in range(len(clean)):
+        assert torch.equal(severity_zero[i]["image"], clean[i]["image"])
+        assert torch.equal(severity_zero[i]["patch"], clean[i]["patch"])

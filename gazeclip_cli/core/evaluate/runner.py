@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from gazeclip_cli.core.data.faces import resize_crop
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
 from gazeclip_cli.core.evaluate.metrics import (
@@ -72,11 +73,9 @@ class CorruptedDataset(Dataset):
 
     def _load(self, path: Path, size: int, i: int) -> torch.Tensor:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            arr = corrupt(np.asarray(im, dtype=np.uint8), self.name, self.severity, seed=self.seed + i)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+            arr = resize_crop(np.array(im.convert("RGB"), dtype=np.uint8), size)  # as CacheDataset reads it
+        arr = corrupt(arr, self.name, self.severity, seed=self.seed + i)
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         r = self.base.rows[i]
