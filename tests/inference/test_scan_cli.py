@@ -262,6 +262,10 @@ def test_output_and_model_are_checked_before_scanning(model_dir, tmp_path):
     )
     assert bad_workers.exit_code == 1 and "workers -3: must be 0 or more" in bad_workers.stderr
     assert not (tmp_path / "w.csv").exists()
+    bad_threads = invoke_scan(
+        str(root), "-o", str(tmp_path / "t.csv"), "-m", str(model_dir), "--threads", "-2"
+    )
+    assert bad_threads.exit_code == 1 and "model threads -2: must be at least 1" in bad_threads.stderr
     old = tmp_path / "old"
     old.mkdir()
     for f in model_dir.iterdir():

@@ -107,7 +107,7 @@ def scan_command(
     options = {
         "resume": resume,
         "workers": None if workers == -1 else workers,  # other negatives: the core says why not
-        "model_threads": threads if threads > 0 else None,
+        "model_threads": None if threads == 0 else threads,  # negatives: the core says why not
     }
     try:
         if show_bar:

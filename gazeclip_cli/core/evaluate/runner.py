@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from gazeclip_cli.core.data.faces import resize_crop
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
 from gazeclip_cli.core.evaluate.metrics import (
@@ -33,7 +31,7 @@ from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import load_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache
+from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
 from gazeclip_cli.core.train.trainer import pick_device
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -72,10 +70,8 @@ class CorruptedDataset(Dataset):
         return len(self.base)
 
     def _load(self, path: Path, size: int, i: int) -> torch.Tensor:
-        with Image.open(path) as im:
-            arr = resize_crop(np.array(im.convert("RGB"), dtype=np.uint8), size)  # as CacheDataset reads it
-        arr = corrupt(arr, self.name, self.severity, seed=self.seed + i)
-        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+        clean = read_cached_rgb(path, size)  # as CacheDataset reads it
+        return to_chw_float(corrupt(clean, self.name, self.severity, seed=self.seed + i))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         r = self.base.rows[i]

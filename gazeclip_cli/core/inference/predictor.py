@@ -207,13 +207,7 @@ class FacePrediction:
             "frame_index": self.frame_index,
             "box": list(self.box),
             "detector_score": self.detector_score,
-            "verdict": self.verdict,
-            "p_fake": self.p_fake,
-            "attribution": self.attribution,
-            "generator": self.generator,
-            "generator_probability": self.generator_probability,
-            "unknown": self.unknown,
-            "top": [{"name": c.name, "probability": c.probability} for c in self.top],
+            **_verdict_dict(self),
             "gaze": None if self.gaze_pitch is None else {"pitch": self.gaze_pitch, "yaw": self.gaze_yaw},
         }
 
@@ -240,16 +234,20 @@ class VideoVerdict:
         return UNKNOWN_GENERATOR if self.unknown else self.generator
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "frames_scored": self.frames_scored,
-            "verdict": self.verdict,
-            "p_fake": self.p_fake,
-            "attribution": self.attribution,
-            "generator": self.generator,
-            "generator_probability": self.generator_probability,
-            "unknown": self.unknown,
-            "top": [{"name": c.name, "probability": c.probability} for c in self.top],
-        }
+        return {"frames_scored": self.frames_scored, **_verdict_dict(self)}
+
+
+def _verdict_dict(v: FacePrediction | VideoVerdict) -> dict[str, Any]:
+    """The JSON keys a face's and a video's verdicts share, in output order."""
+    return {
+        "verdict": v.verdict,
+        "p_fake": v.p_fake,
+        "attribution": v.attribution,
+        "generator": v.generator,
+        "generator_probability": v.generator_probability,
+        "unknown": v.unknown,
+        "top": [{"name": c.name, "probability": c.probability} for c in v.top],
+    }
 
 
 @dataclass

@@ -61,6 +61,7 @@ from gazeclip_cli.core.inference.predictor import (
     Predictor,
     PreparedFace,
     PreparedInput,
+    VideoVerdict,
     error_reason,
 )
 from gazeclip_cli.core.inference.provenance import utc_now
@@ -265,17 +266,24 @@ def _index(i: int | None, fmt: str) -> Any:
     return str(i) if fmt == "csv" else i
 
 
+def _verdict_fields(v: FacePrediction | VideoVerdict, fmt: str) -> dict[str, Any]:
+    """The columns a face row and a video row share."""
+    return {
+        "verdict": v.verdict,
+        "p_fake": _num(v.p_fake, fmt),
+        "generator": v.attribution,
+        "generator_probability": _num(v.generator_probability, fmt),
+        "unknown": _flag(v.unknown, fmt),
+        "top3": _top3(v.top),
+    }
+
+
 def _face_row(file: str, kind: str, sha: str | None, p: FacePrediction, fmt: str) -> dict[str, Any]:
     row = _blank_row(file, kind, sha, fmt)
+    row.update(_verdict_fields(p, fmt))
     row.update(
         frame=_index(p.frame_index, fmt),
         face=_index(p.face_index, fmt),
-        verdict=p.verdict,
-        p_fake=_num(p.p_fake, fmt),
-        generator=p.attribution,
-        generator_probability=_num(p.generator_probability, fmt),
-        unknown=_flag(p.unknown, fmt),
-        top3=_top3(p.top),
         gaze_pitch=_num(p.gaze_pitch, fmt),
         gaze_yaw=_num(p.gaze_yaw, fmt),
         face_box=_box(p.box, fmt),
@@ -305,16 +313,8 @@ def result_rows(result: InputResult, fmt: str, file: str | None = None) -> list[
         entries.append(((f.frame_index or 0, f.face_index), row))
     rows = [r for _, r in sorted(entries, key=lambda e: e[0])]
     if result.video is not None:
-        v = result.video
         row = _blank_row(file, "video", result.sha256, fmt)
-        row.update(
-            verdict=v.verdict,
-            p_fake=_num(v.p_fake, fmt),
-            generator=v.attribution,
-            generator_probability=_num(v.generator_probability, fmt),
-            unknown=_flag(v.unknown, fmt),
-            top3=_top3(v.top),
-        )
+        row.update(_verdict_fields(result.video, fmt))
         rows.append(row)
     return rows
 

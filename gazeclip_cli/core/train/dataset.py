@@ -101,16 +101,28 @@ def classes_of(rows: list[CacheRow]) -> list[dict[str, str]]:
     return out
 
 
-def load_rgb(path: Path, size: int | None = None) -> torch.Tensor:
-    """(3, S, S) float in [0, 1] from a cached PNG, resized to ``size`` if given."""
+def read_cached_rgb(path: Path, size: int | None = None) -> np.ndarray:
+    """(S, S, 3) writable uint8 RGB from a cached PNG, resized to ``size`` if given.
+
+    The one reader of cached crops and patches (training, evaluation, robustness), resizing as
+    ``attribute`` and ``scan`` do (:func:`~gazeclip_cli.core.data.faces.resize_crop`).
+    """
     try:
         with Image.open(path) as im:
             arr = np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy, for torch
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cached image unreadable ({exc}); re-run `gazeclip preprocess`") from None
-    if size is not None:
-        arr = resize_crop(arr, size)  # the resize attribute and scan apply too
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+    return arr if size is None else resize_crop(arr, size)
+
+
+def to_chw_float(arr: np.ndarray) -> torch.Tensor:
+    """(S, S, 3) uint8 -> (3, S, S) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+
+
+def load_rgb(path: Path, size: int | None = None) -> torch.Tensor:
+    """(3, S, S) float in [0, 1] from a cached PNG, resized to ``size`` if given."""
+    return to_chw_float(read_cached_rgb(path, size))
 
 
 class CacheDataset(Dataset):
