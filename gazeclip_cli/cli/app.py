@@ -57,7 +57,7 @@ def _root(
     from gazeclip_cli.core.allocator import tune_for_tensors
     from gazeclip_cli.core.cpus import cap_threads_to_quota
 
-    tune_for_tensors()  # CPU forwards 1.3-1.8x faster (core/allocator.py); GAZECLIP_MALLOC_TUNING=0 skips
+    tune_for_tensors()  # CPU forwards 1.2-1.9x faster (core/allocator.py); GAZECLIP_MALLOC_TUNING=0 skips
     cap_threads_to_quota()  # in a container limited to N CPUs, N threads rather than the host's count
 
 

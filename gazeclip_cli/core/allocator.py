@@ -4,10 +4,11 @@ Every CPU forward pass allocates and frees tensors of 1-60 MB (a batch of gaze p
 activations). glibc's ``malloc`` serves blocks above its mmap threshold (128 KB, rising
 dynamically to at most 32 MB) with fresh ``mmap`` calls and returns them on ``free``, and
 trims the top of its heap beyond twice that threshold: the next batch takes a page fault
-for every 4 KB it touches again. Measured on this project's 2-core VM
-(``docs/PERFORMANCE.md``): a paper-configuration forward of 16 faces spends 0.9 of its
-4.8 CPU-seconds in the kernel that way, and is 1.34x faster in wall time with the
-thresholds below; the tiny model's forward is 1.55x faster.
+for every 4 KB it touches again. Measured on this project's 2-core VM with
+``scripts/bench_prepare.py`` (``docs/PERFORMANCE.md``): the forward alone over 96 faces of
+the paper configuration spends 3.74 of its 26.7 CPU-seconds in the kernel that way and is
+1.19x faster in wall time with the thresholds below; over 600 faces of the tiny model,
+0.78 of 2.16 CPU-seconds, 1.90x faster.
 
 :func:`tune_for_tensors` raises the mmap threshold to 256 MB and the trim threshold to
 1 GB (``mallopt``, the same settings as the ``MALLOC_MMAP_THRESHOLD_`` /

@@ -414,8 +414,9 @@ def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
     The one rule for every reader of crops (``train`` and ``evaluate`` reading the cached
     256 crops, ``attribute`` and ``scan`` preparing faces), so a model sees at inference
     exactly the pixels it was trained on: antialiased bicubic (Pillow's filter) with torch's
-    ``uint8`` kernel, which is 4-8x faster than Pillow's and needs no float copy. The crop is
-    returned unchanged when it already has the size.
+    ``uint8`` kernel, which needs no float copy and is about 4x faster than Pillow's
+    (``scripts/bench_prepare.py``: 0.12 against 0.44 ms, 256 -> 64). The crop is returned
+    unchanged when it already has the size.
     """
     if crop.shape[0] == size and crop.shape[1] == size:
         return crop

@@ -16,8 +16,8 @@ same threads also run the model's batches, each forward with ``model_threads`` i
 threads (default: the cores divided among the workers, so one each on a small machine):
 every core alternates between preparing files and running batches, none waits for the
 other stage, and a single-threaded forward wastes no time in OpenMP's fork and join (on
-this project's 2-core machine, one-thread forwards side by side do 1.3-1.6x the work per
-CPU-second of a two-thread one; ``docs/PERFORMANCE.md``). On CUDA the calling thread
+this project's 2-core machine, one-thread forwards side by side need 8-38% less CPU than
+one two-thread forward for the same faces; ``docs/PERFORMANCE.md``). On CUDA the calling thread
 runs the model and the threads only prepare. Files are handled in walk order whatever
 order the threads finish in, and the batches are the same whichever thread runs them,
 so outputs are the same from run to run.
@@ -639,16 +639,15 @@ def scan(
     cv2_threads = cv2.getNumThreads()
     if lanes:
         # OpenCV's pool is process-wide: the preparing warps and resizes get the same per-worker
-        # budget as the forwards (measured: 4-5% less CPU per scan than OpenCV's default of all cores).
+        # budget as the forwards, so the workers do not each start a team on every core.
         cv2.setNumThreads(model_threads)
     if model_threads is not None and not lanes:
         torch.set_num_threads(model_threads)
     if executor is not None:
         # The model's forward is many short Python steps between native kernels; with the default
-        # 5 ms switch interval each hand-back of the GIL from a preparing thread can stall it for
-        # up to 5 ms. A shorter interval for the scan's duration keeps a model in the calling
-        # thread fed (restored below): 158 -> 206 files/s in the old one-preparing-thread layout;
-        # no difference measured when the workers also run the batches (0.5, 5 and 20 ms alike).
+        # 5 ms switch interval each hand-back of the GIL from a preparing thread can stall a model
+        # running in the calling thread (CUDA) for up to 5 ms. A shorter interval for the scan's
+        # duration keeps it fed (restored below).
         sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
     try:
         if fh.tell() == 0 and fmt == "csv":
