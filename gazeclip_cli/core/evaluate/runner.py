@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gazeclip_cli.core.data.cache import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
 from gazeclip_cli.core.evaluate.metrics import (
@@ -31,8 +33,6 @@ from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import load_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
-from gazeclip_cli.core.train.trainer import pick_device
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -208,10 +208,10 @@ def evaluate_model(
     progress: Progress | None = None,
 ) -> EvaluateResult:
     """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``."""
-    dev = pick_device(device)
+    dev = resolve_device(device)
     folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
     model = folder.model
-    rows = [r for r in read_cache(cache_dir) if r.split == split]
+    rows = read_cache(cache_dir).split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     _check_classes(model, rows)
