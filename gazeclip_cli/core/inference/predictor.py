@@ -6,11 +6,11 @@ runs the second:
 
 1. :meth:`Predictor.prepare` (CPU, any thread): read the file once (SHA-256 and decoding
    from the same bytes), decode it with :mod:`gazeclip_cli.core.data.images` (every bad
-   input is an :class:`InputError`), find the faces with MTCNN
-   (:class:`~gazeclip_cli.core.data.faces.FaceDetector`) or take the aligned face, apply
-   the face policy, cut the 256 x 256 crop and the ETH-XGaze-normalised 224 x 224 gaze
-   patch, the same functions ``preprocess`` uses, so inference sees what training saw.
-   Videos are sampled (N frames spread evenly) and each frame is treated as an image.
+   input is an :class:`InputError`), then find and prepare the faces (the crop and the
+   ETH-XGaze-normalised gaze patch) with :class:`~gazeclip_cli.core.data.face_prep.FacePreparer`,
+   the step ``preprocess`` runs, under the settings the model folder records, so inference
+   sees what training saw. Videos are sampled (N frames spread evenly) and each frame is
+   treated as an image.
 2. :meth:`Predictor.predict_faces` (the model's device): batches of faces through the
    test path; per face the detection verdict and P(fake), the attributed class with its
    probability and the top three, "unknown generator" when the top probability is below
@@ -35,28 +35,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from gazeclip_cli.core.data.faces import (
-    CROP_SIZE,
-    FACE_POLICIES,
-    Face,
-    FaceDetector,
-    aligned_face,
-    crop_face,
-    crop_square,
-    resize_crop,
-    select_faces,
-)
-from gazeclip_cli.core.data.gaze_normalization import (
-    NormalisationSettings,
-    default_camera_matrix,
-    estimate_head_pose,
-    normalisation_warp,
-    normalise_face,
-)
+from gazeclip_cli.core.data.cache import PreprocessSettings
+from gazeclip_cli.core.data.face_prep import FacePreparer
+from gazeclip_cli.core.data.faces import FACE_POLICIES, Face, FaceDetector, resize_crop
 from gazeclip_cli.core.data.images import (
     check_readable_file,
     decode_image,
@@ -318,12 +302,18 @@ class Predictor:
         self.image_size = self.model.cfg.clip.vision.image_size
         self.uses_gaze = self.model.gaze_encoder is not None
         self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
-        self._normalisation = NormalisationSettings()
-        self._aligned_geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        if self.settings.face_mode == "detect":
-            self.detector = detector if detector is not None else FaceDetector(self.device)
-        else:
+        self.preparation = PreprocessSettings(
+            aligned=self.settings.face_mode == "aligned", face_policy=self.settings.faces
+        )
+        self.preparer = FacePreparer(self.preparation)
+        if self.preparation.aligned:
             self.detector = None
+        else:
+            self.detector = (
+                detector
+                if detector is not None
+                else FaceDetector(self.device, min_face_size=self.preparation.min_face_size)
+            )
 
     def provenance(self, extra: dict[str, Any] | None = None) -> Provenance:
         """The provenance block of a run with this predictor, timed now."""
@@ -379,19 +369,12 @@ class Predictor:
         except OSError as exc:
             raise InputError(f"{display_path(path)}: cannot read ({exc.strerror})") from None
 
-    def _find_faces(self, images: list[np.ndarray]) -> list[list[Face]]:
-        if self.detector is None:
-            return [[aligned_face(img)] for img in images]
-        # Pillow's arrays are read-only and torch warns on them; a copy costs little beside MTCNN.
-        images = [img if img.flags.writeable else img.copy() for img in images]
-        found = self.detector.detect(images, batch_size=self.settings.batch_size)
-        return [select_faces(faces, self.settings.faces) for faces in found]  # type: ignore[arg-type]
-
     def _prepare_images(
         self, prepared: PreparedInput, images: list[np.ndarray], frame_indices: list[int | None]
     ) -> None:
         name = prepared.path
-        for image, frame, faces in zip(images, frame_indices, self._find_faces(images), strict=True):
+        found = self.preparer.find_faces(images, self.detector, self.settings.batch_size)
+        for image, frame, faces in zip(images, frame_indices, found, strict=True):
             for index, face in enumerate(faces):
                 where = f"face {index}" if frame is None else f"frame {frame} face {index}"
                 try:
@@ -407,47 +390,22 @@ class Predictor:
                 if self.detector is None
                 else "; if the images are already aligned face crops, use --aligned"
             )
-            raise InputError(f"{name}: no face found in {where} (MTCNN, faces of 20 px and more){hint}")
+            raise InputError(
+                f"{name}: no face found in {where} (MTCNN, faces of {self.preparation.min_face_size} px and more){hint}"
+            )
 
     def _prepare_face(self, image: np.ndarray, face: Face, index: int, frame: int | None) -> PreparedFace:
-        if self.detector is None:
-            crop = crop_square(image, face.box, CROP_SIZE)  # aligned: the centred square is the face
-        else:
-            crop = crop_face(image, face)
-        patch = rotation = None
-        if self.uses_gaze and self.detector is None:
-            patch, rotation = self._aligned_patch(image)
-        elif self.uses_gaze:
-            normalised = normalise_face(image, face.landmarks)
-            patch, rotation = normalised.patch, normalised.rotation
+        inputs = self.preparer.prepare(image, face, patch=self.uses_gaze)
         return PreparedFace(
             face_index=index,
             frame_index=frame,
-            box=tuple(float(v) for v in face.box),  # type: ignore[arg-type]
-            detector_score=face.score,
-            crop=np.ascontiguousarray(resize_crop(crop, self.image_size)),
-            patch=None if patch is None else np.ascontiguousarray(patch),
-            rotation=rotation,
+            box=inputs.box,
+            detector_score=inputs.score,
+            # The cached crops are resized by this same function when training reads them.
+            crop=np.ascontiguousarray(resize_crop(inputs.crop, self.image_size)),
+            patch=None if inputs.patch is None else np.ascontiguousarray(inputs.patch),
+            rotation=inputs.rotation,
         )
-
-    def _aligned_patch(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`normalise_face` for an aligned face, its geometry computed once per image size.
-
-        In aligned mode the landmarks depend only on the image size, so the head pose and the
-        warp do too; the patch is the same ``warpPerspective`` call normalise_face makes.
-        """
-        h, w = image.shape[:2]
-        geometry = self._aligned_geometry.get((h, w))
-        if geometry is None:
-            cam = default_camera_matrix(w, h)
-            pose = estimate_head_pose(aligned_face(image).landmarks, cam)
-            geometry = normalisation_warp(pose, cam, self._normalisation)
-            if len(self._aligned_geometry) >= 256:  # many sizes: keep the cache bounded
-                self._aligned_geometry.clear()
-            self._aligned_geometry[(h, w)] = geometry
-        warp, rotation = geometry
-        size = self._normalisation.size
-        return cv2.warpPerspective(image, warp, (size, size), flags=cv2.INTER_LINEAR), rotation
 
     # Stage 2: prepared faces -> predictions (the model's device).
 
