@@ -53,7 +53,7 @@ def test_training_writes_a_model_folder_metrics_and_the_effective_config(tiny_ca
     epochs = [r for r in records if r["kind"] == "epoch"]
     steps = [r for r in records if r["kind"] == "step"]
     assert [e["epoch"] for e in epochs] == [0, 1] and len(steps) == 2 * 3  # 12 train rows / batch 4
-    assert {"val_closed_set_acc", "val_detection_auc", "train_loss"} <= set(epochs[0])
+    assert {"val_seen_closed_set_acc", "val_seen_detection_auc", "train_loss"} <= set(epochs[0])
     effective = (tmp_path / "run" / "run.toml").read_text()
     assert 'architecture = "tiny-test"' in effective and "[effective_model]" in effective
     loaded = load_model_folder(result.model_dir)
