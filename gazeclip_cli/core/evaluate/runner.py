@@ -14,10 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gazeclip_cli.core.data.cache import CacheDataset, read_cache, read_cached_rgb, to_chw_float
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    CacheSettings,
+    cached_gaze_fits,
+    preparation_differences,
+    read_cache,
+    read_cached_rgb,
+    settings_of_model,
+    to_chw_float,
+)
 from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
@@ -51,8 +61,37 @@ class EfficiencyResult:
 class EvaluateResult:
     report: EvaluationReport
     written: WrittenTables
+    attribution_probs: np.ndarray  # (N, x) softmax of the split's rows, in cache order
+    detection_probs: np.ndarray  # (N, 2)
+    preprocessing_note: str | None = None  # set when the cache's preparation could not be checked
     robustness: WrittenTables | None = None
     efficiency: EfficiencyResult | None = None
+
+
+def check_preparation(
+    trained: CacheSettings | None, cache: CacheSettings | None, model_dir: str | Path, cache_dir: str | Path
+) -> str | None:
+    """Refuse a cache prepared otherwise than the model's training cache; a note when either is unrecorded.
+
+    Raises:
+        DataError: both are recorded and a setting that decides the pixels differs.
+    """
+    if trained is None or cache is None:
+        which = "the model folder" if trained is None else f"the cache {cache_dir}"
+        return (
+            f"{which} records no preprocessing settings (written by an older gazeclip): the evaluated faces are "
+            "assumed to be prepared as the training faces were"
+        )
+    differences = preparation_differences(cache.settings, trained.settings)
+    if differences:
+        listed = "; ".join(
+            f"{name} {here!r} here, {there!r} in training" for name, here, there in differences
+        )
+        raise DataError(
+            f"{cache_dir}: prepared otherwise than the cache {model_dir} was trained on ({listed}); "
+            "preprocess the test data with the model's settings (its meta.json, preprocessing.cache.settings)"
+        )
+    return None
 
 
 class CorruptedDataset(Dataset):
@@ -134,16 +173,24 @@ def evaluate_model(
     dev = resolve_device(device)
     folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
     model = folder.model
-    rows = read_cache(cache_dir).split(split)
+    cache = read_cache(cache_dir)
+    rows = cache.split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     check_classes(folder.class_names, rows, split)
-    dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
+    note = check_preparation(
+        settings_of_model(folder.meta, folder.path), cache.settings, model_dir, cache_dir
+    )
+    # Cached angles only from the estimator this model runs (else the patches, as attribute does).
+    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
+    dataset = CacheDataset(
+        rows, model.cfg.clip.vision.image_size, cached_gaze_fits(cache.settings, estimator)
+    )
     att, det = predict_dataset(model, dataset, dev, batch_size, workers, progress=progress)
     report = evaluate_rows(rows, att, det, tau)
     out_dir = Path(out_dir)
     written = write_report(report, out_dir)
-    result = EvaluateResult(report=report, written=written)
+    result = EvaluateResult(report, written, att, det, preprocessing_note=note)
     if robustness:
         corrupted = {}
         for name in corruptions:

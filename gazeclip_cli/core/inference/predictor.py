@@ -31,14 +31,14 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from gazeclip_cli.core.data.cache import PreprocessSettings
+from gazeclip_cli.core.data.cache import CacheSettings, PreprocessSettings, settings_of_model
 from gazeclip_cli.core.data.face_prep import FacePreparer
 from gazeclip_cli.core.data.faces import FACE_POLICIES, Face, FaceDetector, resize_crop
 from gazeclip_cli.core.data.images import (
@@ -73,8 +73,8 @@ class PredictorSettings:
     """How faces are found and verdicts are given."""
 
     threshold: float = 0.9  # tau: below this top attribution probability the generator is unknown
-    faces: str = "largest"  # face policy: largest, score or all (see core.data.faces)
-    face_mode: str = "detect"  # detect: MTCNN; aligned: the image already is an aligned face crop
+    faces: str | None = None  # face policy: largest, score or all; None: the model folder's (largest)
+    face_mode: str | None = None  # detect (MTCNN) or aligned (already face crops); None: the model folder's
     batch_size: int = 16  # faces per forward pass
     video_frames: int = 8  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
@@ -82,9 +82,9 @@ class PredictorSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"threshold {self.threshold}: must be in (0, 1] (the paper uses 0.9)")
-        if self.faces not in FACE_POLICIES:
+        if self.faces is not None and self.faces not in FACE_POLICIES:
             raise ConfigError(f"face policy '{self.faces}': use one of {', '.join(FACE_POLICIES)}")
-        if self.face_mode not in FACE_MODES:
+        if self.face_mode is not None and self.face_mode not in FACE_MODES:
             raise ConfigError(f"face mode '{self.face_mode}': use one of {', '.join(FACE_MODES)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size {self.batch_size}: must be at least 1")
@@ -254,19 +254,47 @@ def to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tenso
     return images.div_(255.0)
 
 
+def preparation_for(
+    record: CacheSettings | None, settings: PredictorSettings, folder: str | os.PathLike[str]
+) -> PreprocessSettings:
+    """How faces are prepared for a model: its folder's record, with the run's face choice.
+
+    The record fixes how a face is cut and normalised (face mode, crop, virtual camera, camera,
+    template, smallest face); the run may choose which faces are scored (the face policy,
+    default the record's). A folder without a record gets the defaults of ``preprocess``.
+
+    Raises:
+        ConfigError: the run asks for another face mode than the model was trained on.
+    """
+    if record is None:
+        base = PreprocessSettings(aligned=settings.face_mode == "aligned")
+    else:
+        base = record.settings
+        mode = "aligned" if base.aligned else "detect"
+        if settings.face_mode is not None and settings.face_mode != mode:
+            trained = "aligned face crops" if base.aligned else "detected faces"
+            hint = "leave --aligned out" if settings.face_mode == "aligned" else "leave the face mode unset"
+            raise ConfigError(
+                f"{folder}: face mode '{settings.face_mode}' contradicts the model folder, trained on "
+                f"{trained} (its preprocessing record: face mode '{mode}', aligned = {str(base.aligned).lower()}); "
+                f"{hint} to prepare faces as in training"
+            )
+    return replace(base, face_policy=settings.faces or base.face_policy)
+
+
 class Predictor:
     """Inference state: the loaded model folder, the face detector and the settings.
 
     Args:
         model_dir: a model folder (``config.toml``, ``weights.safetensors``, ``meta.json``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-        settings: threshold, face policy and mode, batch size, video frames.
+        settings: threshold, face policy and mode (unset: the model folder's), batch size, video frames.
         weights: where the frozen pretrained towers the folder names are found.
         detector: a face detector to share; one is built on ``device`` when needed.
 
     Raises:
         ModelFolderError: the folder is missing, incompatible, or its weights changed since it was written.
-        ConfigError: bad settings or device.
+        ConfigError: bad settings or device, or a face mode that contradicts the model folder.
     """
 
     def __init__(
@@ -302,22 +330,39 @@ class Predictor:
         self.image_size = self.model.cfg.clip.vision.image_size
         self.uses_gaze = self.model.gaze_encoder is not None
         self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
-        self.preparation = PreprocessSettings(
-            aligned=self.settings.face_mode == "aligned", face_policy=self.settings.faces
+        record = settings_of_model(folder.meta, folder.path)
+        self.preparation = preparation_for(record, self.settings, folder.path)
+        self.preparation_source = (
+            "the model folder's record of its training cache"
+            if record is not None
+            else "defaults: the model folder records no preprocessing (format 1, or its cache recorded none)"
+        )
+        # The settings in force, so provenance and a resumed scan see what ran.
+        self.settings = replace(
+            self.settings,
+            faces=self.preparation.face_policy,
+            face_mode="aligned" if self.preparation.aligned else "detect",
         )
         self.preparer = FacePreparer(self.preparation)
-        if self.preparation.aligned:
-            self.detector = None
-        else:
-            self.detector = (
-                detector
-                if detector is not None
-                else FaceDetector(self.device, min_face_size=self.preparation.min_face_size)
+        self.detector = None
+        if not self.preparation.aligned:
+            if detector is not None and detector.min_face_size != self.preparation.min_face_size:
+                raise ConfigError(
+                    f"the face detector searches faces of {detector.min_face_size} px and more, the model "
+                    f"folder's preprocessing {self.preparation.min_face_size} px; build it with that size"
+                )
+            self.detector = detector or FaceDetector(
+                self.device, min_face_size=self.preparation.min_face_size
             )
 
     def provenance(self, extra: dict[str, Any] | None = None) -> Provenance:
         """The provenance block of a run with this predictor, timed now."""
-        return build_provenance(self.model_provenance, str(self.device), self.settings.as_dict(), extra)
+        settings = {
+            **self.settings.as_dict(),
+            "preprocessing": self.preparation.record(),
+            "preprocessing_from": self.preparation_source,
+        }
+        return build_provenance(self.model_provenance, str(self.device), settings, extra)
 
     # Stage 1: files -> prepared faces (CPU; safe to call from several threads).
 

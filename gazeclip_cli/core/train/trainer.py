@@ -22,7 +22,13 @@ from torch.utils.data import DataLoader, Subset
 
 from gazeclip_cli.core import distributed as D
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
-from gazeclip_cli.core.data.cache import CacheDataset, cache_fingerprint, classes_of, read_cache
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    cache_fingerprint,
+    cached_gaze_fits,
+    classes_of,
+    read_cache,
+)
 from gazeclip_cli.core.devices import autocast_for, resolve_device
 from gazeclip_cli.core.errors import ConfigError, DataError, GazeclipError
 from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
@@ -167,8 +173,12 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         else model
     )
 
-    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, run.use_cached_gaze)
-    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, run.use_cached_gaze) if val_rows else None
+    # Cached angles only from the estimator this model runs: another's would be other inputs.
+    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
+    cached_gaze = run.use_cached_gaze and cached_gaze_fits(cache.settings, estimator)
+    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, cached_gaze)
+    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, cached_gaze) if val_rows else None
+    recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
     with_text = model.lre is not None
@@ -180,6 +190,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                 "train": len(train_set),
                 "val": len(val_set or []),
                 "device": str(device),
+                "gaze": "cached angles" if train_set.cached else "patches",
                 "epochs": run.epochs,
                 "state": dict(state),
             },
@@ -276,6 +287,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                     model,
                     out_dir / "model",
                     trained_on=cache_fingerprint(cache_dir),
+                    preprocessing=recorded,
                     extra={
                         "run": to_dict(run),
                         "epoch": epoch,
@@ -294,6 +306,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
             model,
             out_dir / "model",
             trained_on=cache_fingerprint(cache_dir),
+            preprocessing=recorded,
             extra={"run": to_dict(run), "epoch": None},
         )
     return TrainResult(
