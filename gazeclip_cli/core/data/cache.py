@@ -359,14 +359,19 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]
     os.replace(tmp, path)
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """A lossless RGB PNG, written atomically (what every cached crop and patch is)."""
+def encode_png(rgb: np.ndarray) -> bytes:
+    """A lossless RGB PNG (what every cached crop and patch is), as bytes."""
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
-        raise DataError(f"{path}: cannot encode PNG")
+        raise DataError(f"cannot encode a PNG of an array of shape {rgb.shape}")
+    return data.tobytes()
+
+
+def write_png(path: Path, png: bytes) -> None:
+    """Write :func:`encode_png`'s bytes atomically (a kill leaves the old file or none, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
+    tmp.write_bytes(png)
     os.replace(tmp, path)
 
 
