@@ -26,13 +26,22 @@ from gazeclip_cli.core.evaluate.metrics import (
     evaluate_sets,
     robustness_from_reports,
 )
+from gazeclip_cli.core.evaluate.result_folder import write_efficiency, write_provenance
 from gazeclip_cli.core.evaluate.tables import WrittenTables, write_report, write_robustness
 from gazeclip_cli.core.model.builder import WeightSources
-from gazeclip_cli.core.model.folder import load_model_folder
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
+from gazeclip_cli.core.train.dataset import (
+    CACHE_INDEX,
+    CacheDataset,
+    CacheRow,
+    read_cache,
+    read_cached_rgb,
+    to_chw_float,
+)
 from gazeclip_cli.core.train.trainer import pick_device
+from gazeclip_cli.core.weights.locate import sha256_file
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -75,18 +84,20 @@ class CorruptedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         r = self.base.rows[i]
-        return {
+        item = {
             "image": self._load(r.crop, self.base.image_size, i),
-            "patch": self._load(r.patch, 224, i),
             "dfa": torch.tensor(r.dfa),
             "dfd": torch.tensor(r.dfd),
             "index": torch.tensor(i),
         }
+        if self.base.with_gaze:
+            item["patch"] = self._load(r.patch, 224, i)
+        return item
 
 
 @torch.no_grad()
 def run_predictions(
-    model: GazeCLIP,
+    model: Detector,
     dataset: Dataset,
     device: torch.device,
     batch_size: int,
@@ -145,7 +156,7 @@ def real_pairing(rows: list[CacheRow]) -> dict[str, str]:
     return pairing
 
 
-def _check_classes(model: GazeCLIP, rows: list[CacheRow]) -> None:
+def _check_classes(model: Detector, rows: list[CacheRow]) -> None:
     names = [c.name for c in model.cfg.classes]
     for r in rows:
         if r.dfa >= 0 and (r.dfa >= len(names) or names[r.dfa] != r.generator):
@@ -157,15 +168,15 @@ def _check_classes(model: GazeCLIP, rows: list[CacheRow]) -> None:
 
 
 def measure_efficiency(
-    model: GazeCLIP, device: torch.device, batch_size: int = 32, repeats: int = 3
+    model: Detector, device: torch.device, batch_size: int = 32, repeats: int = 3
 ) -> EfficiencyResult:
     """Parameters, test-path FLOPs and seconds per image at batch 1 and batched (best of ``repeats``)."""
     info = model_info(model)
-    size = model.cfg.clip.vision.image_size
+    size = model.cfg.image_size
 
     def per_image(b: int) -> float:
         images = torch.rand(b, 3, size, size, device=device)
-        patches = torch.rand(b, 3, 224, 224, device=device)
+        patches = torch.rand(b, 3, 224, 224, device=device) if model.uses_gaze else None
         best = float("inf")
         with torch.inference_mode():
             model(images, patches)
@@ -215,7 +226,7 @@ def evaluate_model(
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     _check_classes(model, rows)
-    dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
+    dataset = CacheDataset(rows, model.cfg.image_size, with_gaze=model.uses_gaze)
     att, det = run_predictions(model, dataset, dev, batch_size, workers, progress)
     pairing = real_pairing(rows)
     report = evaluate_sets(_sets(rows, att, det), tau=tau, pair_reals=pairing)
@@ -235,4 +246,19 @@ def evaluate_model(
         result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir)
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
+        write_efficiency(out_dir, result.efficiency.as_dict())
+    weights_sha = sha256_file(folder.path / WEIGHTS_FILE)
+    write_provenance(
+        out_dir,
+        model_folder=folder,
+        model_sha256=model_folder_sha256(folder.path, folder.meta, weights_sha),
+        weights_sha256=weights_sha,
+        cache_dir=Path(cache_dir),
+        cache_index_sha256=sha256_file(Path(cache_dir) / CACHE_INDEX),
+        split=split,
+        set_sizes={s.name: s.num_samples for s in report.sets},
+        tau=tau,
+        device=str(dev),
+        robustness={"corruptions": list(corruptions), "severities": list(severities)} if robustness else None,
+    )
     return result

@@ -1,4 +1,4 @@
-"""Tiny builder functions: config (+ weight files) -> parts -> :class:`GazeCLIP`."""
+"""Tiny builder functions: config (+ weight files) -> parts -> a :class:`Detector` (GazeCLIP or a baseline)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from gazeclip_cli.core.model.agpm import AGPM
 from gazeclip_cli.core.model.clip_towers import build_clip
-from gazeclip_cli.core.model.config import GazeCLIPConfig
+from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, TimmConfig
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
 from gazeclip_cli.core.model.gaze_estimator import GazeEstimator, GazeEstimatorConfig, build_gaze_estimator
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
 from gazeclip_cli.core.model.prompts import class_prompts, load_templates
 from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
-from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights
+from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights, read_state_dict
 from gazeclip_cli.core.weights.locate import resolve_weight, weights_dir
 
 
@@ -112,3 +113,32 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
         model = GazeCLIP(cfg, gaze_encoder, agpm, gie, lre, tokens)
     model.pretrained_files = loaded
     return model
+
+
+def build_timm_detector(cfg: TimmConfig, weights: WeightSources | None = None, seed: int = 0) -> Detector:
+    """A timm backbone with the two experts; the named pretrained backbone weights unless ``weights.pretrained`` is False.
+
+    Random initialisation is deterministic in ``seed`` and does not touch the global RNG.
+    """
+    from gazeclip_cli.core.model.timm_detector import TimmDetector, build_timm_backbone
+
+    weights = weights or WeightSources()
+    loaded: dict[str, Path] = {}
+    state = None
+    if weights.pretrained and cfg.weights:
+        path = resolve_weight(cfg.weights, weights_dir(weights.directory), weights.overrides.get(cfg.weights))
+        state = read_state_dict(path)
+        loaded[cfg.weights] = path
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = build_timm_backbone(cfg, state, source=str(loaded.get(cfg.weights, "")))
+        model = TimmDetector(cfg, backbone)
+    model.pretrained_files = loaded
+    return model
+
+
+def build_model(cfg: DetectorConfig, weights: WeightSources | None = None, seed: int = 0) -> Detector:
+    """The network of any architecture family, through its builder."""
+    if isinstance(cfg, TimmConfig):
+        return build_timm_detector(cfg, weights, seed)
+    return build_gazeclip(cfg, weights, seed)

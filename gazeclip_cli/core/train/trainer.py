@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Subset
 
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
 from gazeclip_cli.core.errors import DataError, GazeclipError
-from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+from gazeclip_cli.core.model.builder import WeightSources, build_model
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train import distributed as D
 from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
@@ -88,7 +88,7 @@ def _forward(model, batch, with_text: bool):
     )
 
 
-def trainable_state(model: GazeCLIP) -> dict[str, torch.Tensor]:
+def trainable_state(model: Detector) -> dict[str, torch.Tensor]:
     """Every tensor that is not a frozen pretrained weight (what a checkpoint must hold)."""
     skip = pretrained_keys(model)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in skip}
@@ -96,7 +96,7 @@ def trainable_state(model: GazeCLIP) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def predict(
-    model: GazeCLIP,
+    model: Detector,
     dataset: CacheDataset,
     device: torch.device,
     batch_size: int,
@@ -167,7 +167,7 @@ def train(
     resume: bool = False,
     weights: WeightSources | None = None,
     progress: Progress | None = None,
-    prepare_model: Callable[[GazeCLIP], None] | None = None,
+    prepare_model: Callable[[Detector], None] | None = None,
 ) -> TrainResult:
     """Train on the ``train`` split of a preprocessing cache, validate on ``val``, write a model folder.
 
@@ -213,7 +213,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
     if resume and not ckpt_path.exists():
         raise GazeclipError(f"{ckpt_path}: no checkpoint to resume from")
 
-    model = build_gazeclip(cfg, weights, seed=run.seed)
+    model = build_model(cfg, weights, seed=run.seed)
     if prepare_model is not None:
         prepare_model(model)
     model.to(device)
@@ -233,11 +233,11 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         else model
     )
 
-    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, run.use_cached_gaze)
-    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, run.use_cached_gaze) if val_rows else None
+    train_set = CacheDataset(train_rows, cfg.image_size, run.use_cached_gaze, cfg.uses_gaze)
+    val_set = CacheDataset(val_rows, cfg.image_size, run.use_cached_gaze, cfg.uses_gaze) if val_rows else None
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
-    with_text = model.lre is not None
+    with_text = model.uses_text
     history: list[dict[str, Any]] = []
     if progress:
         progress(
