@@ -50,7 +50,9 @@ class ResultFolder:
 def write_provenance(
     out_dir: Path,
     *,
-    model_folder: Any,
+    cfg: Any,
+    model_dir: Path,
+    model_meta: Mapping[str, Any],
     model_sha256: str,
     weights_sha256: str,
     cache_dir: Path,
@@ -61,16 +63,24 @@ def write_provenance(
     device: str,
     robustness: Mapping[str, Any] | None,
 ) -> Path:
-    """Write ``provenance.json`` into ``out_dir``; ``model_folder`` is the loaded ModelFolder."""
-    cfg = model_folder.model.cfg
-    meta = model_folder.meta
+    """Write ``provenance.json`` into ``out_dir``.
+
+    Args:
+        cfg: the evaluated model's config dataclass (written in full).
+        model_dir, model_meta: the model folder and its meta.json.
+        model_sha256: :func:`~gazeclip_cli.core.model.folder.model_folder_sha256` of the folder.
+        cache_index_sha256: SHA-256 of the cache's index, which names every test file and label.
+        set_sizes: samples per test set.
+        robustness: the corruptions and severities evaluated, or None.
+    """
+    meta = model_meta
     record = {
         "format": PROVENANCE_FORMAT,
         "architecture": cfg.name,
         "family": cfg.family,
         "config": to_dict(cfg),
         "model": {
-            "path": str(Path(model_folder.path).resolve()),
+            "path": str(Path(model_dir).resolve()),
             "sha256": model_sha256,
             "weights_sha256": weights_sha256,
             "weight_files": meta.get("weight_files", {}),

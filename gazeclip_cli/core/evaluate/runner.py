@@ -250,7 +250,9 @@ def evaluate_model(
     weights_sha = sha256_file(folder.path / WEIGHTS_FILE)
     write_provenance(
         out_dir,
-        model_folder=folder,
+        cfg=model.cfg,
+        model_dir=folder.path,
+        model_meta=folder.meta,
         model_sha256=model_folder_sha256(folder.path, folder.meta, weights_sha),
         weights_sha256=weights_sha,
         cache_dir=Path(cache_dir),

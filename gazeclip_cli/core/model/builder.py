@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
+from gazeclip_cli.core.errors import ConfigError, WeightsError
 from gazeclip_cli.core.model.agpm import AGPM
 from gazeclip_cli.core.model.clip_towers import build_clip
-from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, TimmConfig
+from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, TimmConfig, load_architecture
 from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
 from gazeclip_cli.core.model.gaze_estimator import GazeEstimator, GazeEstimatorConfig, build_gaze_estimator
@@ -19,7 +20,7 @@ from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
 from gazeclip_cli.core.model.prompts import class_prompts, load_templates
 from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
 from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights, read_state_dict
-from gazeclip_cli.core.weights.locate import resolve_weight, weights_dir
+from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, resolve_weight, weight_spec, weights_dir
 
 
 @dataclass
@@ -142,3 +143,29 @@ def build_model(cfg: DetectorConfig, weights: WeightSources | None = None, seed:
     if isinstance(cfg, TimmConfig):
         return build_timm_detector(cfg, weights, seed)
     return build_gazeclip(cfg, weights, seed)
+
+
+def weight_names(cfg: DetectorConfig) -> list[str]:
+    """The named weight files a config loads (none for a test config with random towers)."""
+    if isinstance(cfg, TimmConfig):
+        return [cfg.weights] if cfg.weights else []
+    used = ((cfg.clip.weights, cfg.use_gie or cfg.use_lre), (cfg.gaze.weights, cfg.use_gaze_encoder))
+    return [name for name, needed in used if name and needed]
+
+
+def resolve_weight_names(names: list[str]) -> list[str]:
+    """Weight names from weight names or architecture names (an architecture gives the files it loads)."""
+    out: list[str] = []
+    for name in names:
+        if weight_spec(name) is not None:
+            wanted = [name]
+        else:
+            try:
+                wanted = weight_names(load_architecture(name))
+            except ConfigError:
+                raise WeightsError(
+                    f"unknown weight or architecture '{name}' (weights: {', '.join(KNOWN_WEIGHTS)}, "
+                    "or timm-<model>.<tag>; or an architecture name)"
+                ) from None
+        out += [w for w in wanted if w not in out]
+    return out
