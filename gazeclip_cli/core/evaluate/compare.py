@@ -382,7 +382,9 @@ def _robustness(rows: list[CompareRow], title: str | None, digits: int, notes: l
     results = _check_robustness(rows)
     first = next(iter(results.values()))
     titles = [CORRUPTIONS[c].title if c in CORRUPTIONS else c for c in first.corruptions]
-    columns = ("Method", "Clean", *titles, "Mean 1-5")
+    corrupted_severities = [s for s in first.severities if s > 0]
+    span = f"{min(corrupted_severities)}-{max(corrupted_severities)}" if corrupted_severities else "-"
+    columns = ("Method", "Clean", *titles, f"Mean {span}")
     cells: list[tuple[Cell, ...]] = []
     for row in rows:
         res = results[row.label]
@@ -390,7 +392,7 @@ def _robustness(rows: list[CompareRow], title: str | None, digits: int, notes: l
         clean = res.values[0][res.severities.index(0)] if 0 in res.severities else None
         per = [_pct(_mean(v)) for v in corrupted]
         cells.append((row.label, _pct(clean), *per, _pct(_mean([v for vs in corrupted for v in vs]))))
-    notes.append(f"Metric: {first.metric}; each corruption is the mean over severities 1-5.")
+    notes.append(f"Metric: {first.metric}; each corruption is the mean over severities {span}.")
     marked = tuple(range(1, len(columns)))
     return Comparison(
         layout="robustness",

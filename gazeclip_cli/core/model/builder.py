@@ -68,13 +68,16 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
     weights = weights or WeightSources()
     directory = weights_dir(weights.directory)
     loaded: dict[str, Path] = {}
+    uses_clip = cfg.use_gie or cfg.use_lre
+    clip_path = None
+    if uses_clip and weights.pretrained and cfg.clip.weights:  # a missing file fails before any building
+        clip_path = resolve_weight(cfg.clip.weights, directory, weights.overrides.get(cfg.clip.weights))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        clip = build_clip(cfg.clip) if (cfg.use_gie or cfg.use_lre) else None
-        if clip is not None and weights.pretrained and cfg.clip.weights:
-            path = resolve_weight(cfg.clip.weights, directory, weights.overrides.get(cfg.clip.weights))
-            load_clip_weights(clip, path)
-            loaded[cfg.clip.weights] = path
+        clip = build_clip(cfg.clip) if uses_clip else None
+        if clip is not None and clip_path is not None:
+            load_clip_weights(clip, clip_path)
+            loaded[cfg.clip.weights] = clip_path
         gaze_encoder = None
         if cfg.use_gaze_encoder:
             estimator, path = build_frozen_gaze_estimator(cfg.gaze, weights)
