@@ -18,6 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gazeclip_cli.core.data.cache import (
+    PREPROCESSED_FILE,
+    CacheDataset,
+    CacheRow,
+    read_cache,
+    read_cached_rgb,
+    to_chw_float,
+)
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
 from gazeclip_cli.core.evaluate.metrics import (
@@ -32,15 +41,6 @@ from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import (
-    CACHE_INDEX,
-    CacheDataset,
-    CacheRow,
-    read_cache,
-    read_cached_rgb,
-    to_chw_float,
-)
-from gazeclip_cli.core.train.trainer import pick_device
 from gazeclip_cli.core.weights.locate import sha256_file
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -219,10 +219,10 @@ def evaluate_model(
     progress: Progress | None = None,
 ) -> EvaluateResult:
     """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``."""
-    dev = pick_device(device)
+    dev = resolve_device(device)
     folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
     model = folder.model
-    rows = [r for r in read_cache(cache_dir) if r.split == split]
+    rows = read_cache(cache_dir).split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     _check_classes(model, rows)
@@ -256,7 +256,7 @@ def evaluate_model(
         model_sha256=model_folder_sha256(folder.path, folder.meta, weights_sha),
         weights_sha256=weights_sha,
         cache_dir=Path(cache_dir),
-        cache_index_sha256=sha256_file(Path(cache_dir) / CACHE_INDEX),
+        cache_index_sha256=sha256_file(Path(cache_dir) / PREPROCESSED_FILE),
         split=split,
         set_sizes={s.name: s.num_samples for s in report.sets},
         tau=tau,

@@ -90,11 +90,9 @@ def fetch_weight(
 
         state = read_state_dict(downloaded)
         how = f"downloaded {open_clip_name}/{open_clip_tag} via open_clip"
-    from safetensors.torch import save_file
+    from gazeclip_cli.core.weights.store import save_safetensors
 
-    target = directory / f"{name}.safetensors"
-    tmp = directory / f"{name}.safetensors.tmp"
     # clone: safetensors refuses tensors that share memory (tied weights)
-    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(target)
+    tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    target = save_safetensors(tensors, directory / f"{name}.safetensors")
     return FetchResult(name, target, sha256_file(target), how)
