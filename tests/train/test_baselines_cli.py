@@ -129,6 +129,26 @@ def test_attribute_one_image_with_the_baseline(trained_resnet, tmp_path):
     assert patches is None and images.shape == (1, 3, 64, 64)
 
 
+def test_scan_a_folder_with_the_baseline(trained_resnet, tmp_path):
+    _, model_dir, _ = trained_resnet
+    aligned_images(tmp_path / "evidence", 3)
+    out = tmp_path / "scan.jsonl"
+    args = [
+        "scan",
+        str(tmp_path / "evidence"),
+        "--out",
+        str(out),
+        "-m",
+        str(model_dir),
+        "--aligned",
+        "--batch-size",
+        "2",
+    ]
+    _ok(runner.invoke(app, args))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["gaze_pitch"] is None and 0 <= r["p_fake"] <= 1 for r in rows)
+
+
 @pytest.mark.parametrize("arch", ["tiny-test-resnet", "tiny-test-vit"])
 def test_gradcam_on_a_timm_backbone_is_the_gradient_weighted_map(arch):
     cfg = load_architecture(arch)

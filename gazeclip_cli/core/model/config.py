@@ -96,13 +96,30 @@ PAPER_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("StyleGAN3", "EFS", "GAN"),
 )
 
+class _Classified:
+    """What every architecture config shares: attribution classes, and checks that raise the first failure."""
+
+    classes: tuple[ClassSpec, ...]
+
+    @property
+    def num_classes(self) -> int:
+        """x: attribution logits (real + seen generators)."""
+        return len(self.classes)
+
+    @staticmethod
+    def _check(checks: list[tuple[bool, str]]) -> None:
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
 AWS_PLACEMENTS = ("before", "between", "after")
 GI_QUERIES = ("cls", "patch", "all")
 PIXEL_NORMS = ("unit", "clip")
 
 
 @dataclass(frozen=True)
-class GazeCLIPConfig:
+class GazeCLIPConfig(_Classified):
     """The whole network. Defaults are the paper's (Section IV-A)."""
 
     name: str = "gazeclip-vit-b-32"  # architecture name
@@ -157,14 +174,7 @@ class GazeCLIPConfig:
             (len(self.classes) >= 2, "at least two attribution classes are needed"),
             (self.gaze.name in GAZE_ESTIMATORS, f"gaze.name must be one of {sorted(GAZE_ESTIMATORS)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def num_classes(self) -> int:
-        """x: attribution logits (real + seen generators)."""
-        return len(self.classes)
+        self._check(checks)
 
     @property
     def uses_gaze(self) -> bool:
@@ -186,7 +196,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class TimmConfig:
+class TimmConfig(_Classified):
     """A timm backbone, fine-tuned, with the attribution and detection experts on its pooled features.
 
     The paper's rule (Section IV-B) for a detection model: add the attribution expert, so every
@@ -223,14 +233,7 @@ class TimmConfig:
                 "model_args cannot set num_classes, pretrained or img_size (the config sets them)",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def num_classes(self) -> int:
-        """x: attribution logits (real + seen generators)."""
-        return len(self.classes)
+        self._check(checks)
 
     @property
     def uses_gaze(self) -> bool:
