@@ -96,6 +96,7 @@ PAPER_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("StyleGAN3", "EFS", "GAN"),
 )
 
+
 class _Classified:
     """What every architecture config shares: attribution classes, and checks that raise the first failure."""
 

@@ -65,6 +65,11 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
         """Whether the model reads gaze patches or angles (the predictor prepares them only then)."""
 
     @property
+    def gaze_estimator(self) -> nn.Module | None:
+        """The (B, 3, 224, 224) -> (B, 2) estimator the model runs, or None (cached angles must come from it)."""
+        return None
+
+    @property
     def uses_text(self) -> bool:
         """Whether the train path encodes class prompts (a contrastive loss term)."""
         return False

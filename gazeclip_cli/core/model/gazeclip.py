@@ -80,6 +80,10 @@ class GazeCLIP(Detector):
         return self.gaze_encoder is not None
 
     @property
+    def gaze_estimator(self) -> nn.Module | None:
+        return self.gaze_encoder.estimator if self.gaze_encoder is not None else None
+
+    @property
     def uses_text(self) -> bool:
         return self.lre is not None
 
