@@ -83,8 +83,8 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, 3, H, H) -> (features (B, F), gaze angles (B, 2) or None)."""
 
-    def encode_text(self, class_indices: torch.Tensor) -> torch.Tensor:
-        """Text features of the given classes, (U,) -> (U, s); only where :attr:`uses_text`."""
+    def attach_text(self, out: DetectorOutput, attribution_labels: torch.Tensor) -> None:
+        """Fill ``out``'s text features for the batch's labels (train path); only where :attr:`uses_text`."""
         raise RuntimeError(f"{type(self).__name__} has no text tower")
 
     def frozen_pretrained_keys(self) -> set[str]:
@@ -118,8 +118,5 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
             gaze=gaze,
         )
         if attribution_labels is not None and self.uses_text:
-            # One text pass per distinct prompt set in the batch, never one per sample.
-            classes = torch.unique(attribution_labels)
-            out.text_features = self.encode_text(classes)
-            out.text_classes = classes
+            self.attach_text(out, attribution_labels)
         return out

@@ -117,6 +117,12 @@ class GazeCLIP(Detector):
             raise RuntimeError("this model has no language refinement encoder")
         return self.lre(self.prompt_tokens[class_indices])
 
+    def attach_text(self, out: DetectorOutput, attribution_labels: torch.Tensor) -> None:
+        """T_l_g of each distinct class in the batch into ``out``: one text pass per prompt set, never per sample."""
+        classes = torch.unique(attribution_labels)
+        out.text_features = self.encode_text(classes)
+        out.text_classes = classes
+
     def frozen_pretrained_keys(self) -> set[str]:
         cfg = self.cfg
         keys: set[str] = set()
