@@ -6,11 +6,14 @@ run forward and backward, saved as a model folder, loaded, and gives the same ou
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from gazeclip_cli.cli.app import app
 from gazeclip_cli.core.config_io import from_dict
 from gazeclip_cli.core.errors import ConfigError
 from gazeclip_cli.core.model.builder import WeightSources, build_model
@@ -167,3 +170,23 @@ def test_a_timm_backbone_trains_with_run_overrides_of_its_fields():
     assert model.pretrained_files == {}
     out = model(torch.rand(2, 3, 32, 32))
     assert out.attribution_logits.shape == (2, 2)
+
+
+def test_model_info_of_resnet_18_beside_the_papers_row():
+    result = CliRunner().invoke(app, ["model-info", "-a", "resnet-18", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # torchvision's published ResNet-18: 11,689,512 parameters, of which the ImageNet classifier
+    # is 512 x 1000 + 1000; the experts add 512 x 11 + 11 and 512 x 2 + 2.
+    assert data["parameters"]["total"] == 11_689_512 - 513_000 + 5_643 + 1_026
+    # torchvision documents 1.81 G multiply-adds at 224; the experts add 6,656 MACs.
+    assert abs(data["macs_per_image"]["test_path"] / 1e9 - 1.81) < 0.01
+    assert data["paper_table_vii"] == {
+        "method": "ResNet [59]",
+        "table": "VII",
+        "params_m": 11.19,
+        "gflops": 1.82,
+        "seconds_per_image": 0.004,
+    }
+    table = CliRunner().invoke(app, ["model-info", "-a", "resnet-18"])
+    assert "ours beside the paper's Table VII (ResNet [59])" in table.stdout
