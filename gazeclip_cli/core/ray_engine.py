@@ -302,12 +302,20 @@ class CrashHook:
 
 
 def reraise_cause(exc: BaseException) -> None:
-    """Raise the :class:`GazeclipError` a Ray error carries (a worker's own, pickled back), if any."""
+    """Raise the :class:`GazeclipError` a Ray error carries (a worker's own, pickled back), if any.
+
+    Ray wraps a task's exception in a class deriving from both ``RayTaskError`` and the
+    exception's class, whose message is the whole remote traceback; the original, with its one
+    line, is its ``cause``.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        if isinstance(cause, BaseException):
+            current = cause
+            continue
         if isinstance(current, GazeclipError):
             raise current from None
-        cause = getattr(current, "cause", None)
-        current = cause if isinstance(cause, BaseException) else current.__cause__
+        current = current.__cause__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
+from gazeclip_cli.cli.app import app
 from gazeclip_cli.core.data.cache import FAILED_COLUMNS, SAMPLE_COLUMNS, STATE_DIR
 from gazeclip_cli.core.data.preprocess import PreprocessSettings, preprocess
 from gazeclip_cli.core.model.gaze_estimator import SmallGazeCNN
@@ -113,10 +116,15 @@ def test_ray_preprocess_writes_the_local_cache_through_a_killed_worker_and_a_poi
     with open(tmp_path / "faults" / "failures.csv", encoding="utf-8") as fh:
         (wall,) = [r for r in csv.DictReader(fh) if r["path"].endswith("wall.png")]
     assert wall["reason"].startswith("the worker detecting its faces died 1 time")
-    # Not cached as the file's own failure: the next run tries it again, and the cache is complete.
+    # Not cached as the file's own failure: the next run (the CLI's, without the estimator: the
+    # cache keeps its angles) tries it again, and the cache is complete.
     monkeypatch.delenv(CRASH_ENV)
-    again = preprocess(source, tmp_path / "faults", **run, ray=RayOptions())
-    assert (
-        again.new == 0 and again.cached == local.samples and again.failures_by_kind == local.failures_by_kind
+    args = ["--frames-per-video", "3", "--workers", "2", "--batch-size", "4", "--format", "json"]
+    again = CliRunner().invoke(
+        app, ["preprocess", str(source), "-o", str(tmp_path / "faults"), *args, "--engine", "ray"]
     )
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert (summary["new"], summary["cached"]) == (0, local.samples)
+    assert summary["failures_by_kind"] == local.failures_by_kind
     assert_same_cache(tmp_path / "faults", tmp_path / "local")

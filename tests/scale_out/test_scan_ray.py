@@ -279,3 +279,27 @@ print(sorted(m for m in sys.modules if m == "ray" or m.startswith("ray.")))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_worker_that_loads_another_model_than_the_driver_stops_the_scan_with_one_line(
+    ray_session, tmp_path
+):
+    from gazeclip_cli.core.errors import ModelFolderError
+    from gazeclip_cli.core.inference.scan_ray import RayScanEngine
+    from tests.inference.conftest import make_model_folder
+
+    root = tmp_path / "evidence"
+    aligned_images(root, 2)
+    model = make_model_folder(tmp_path / "model", seed=0)
+    predictor = Predictor(model, settings=PredictorSettings(face_mode="aligned"))
+    # The folder changes on the shared storage after the driver loaded it: the workers see another.
+    other = make_model_folder(tmp_path / "other", seed=1)
+    for name in ("weights.safetensors", "meta.json"):
+        (model / name).write_bytes((other / name).read_bytes())
+    with pytest.raises(ModelFolderError, match="differs from the driver's") as caught:
+        scan(predictor, [root], tmp_path / "r.csv", engine=RayScanEngine(RayOptions(actors=1)))
+    assert len(str(caught.value).splitlines()) == 1 and "every node must see the same model folder" in str(
+        caught.value
+    )
+    assert read_rows(tmp_path / "r.csv") == []  # nothing scored with the wrong model

@@ -49,7 +49,7 @@ class _PrepareWorker:
     ) -> None:
         worker_setup(threads)
         self.preparer = FacePreparer(settings)
-        where = torch.device(device)
+        where = torch.device(device)  # Ray gave this actor its GPU (CUDA_VISIBLE_DEVICES), if any
         self.detector = (
             None if settings.aligned else FaceDetector(where, min_face_size=settings.min_face_size)
         )

@@ -21,7 +21,7 @@ import numpy as np
 from gazeclip_cli.core.data.cache import PreprocessSettings
 from gazeclip_cli.core.data.faces import FaceDetector
 from gazeclip_cli.core.data.images import display_path
-from gazeclip_cli.core.errors import DataError, ModelFolderError
+from gazeclip_cli.core.errors import DataError, GazeclipError, ModelFolderError
 from gazeclip_cli.core.inference.predictor import (
     InputPreparer,
     InputResult,
@@ -153,7 +153,10 @@ class RayScanEngine:
                 group = int(row["group"])
                 if group in arrived or rank.get(group, -1) < at:
                     raise RuntimeError(f"Ray returned group {group} twice")  # a bug, not a user error
-                arrived[group] = pickle.loads(row["payload"])
+                results = pickle.loads(row["payload"])
+                if isinstance(results, _Failed):
+                    raise results.error  # a worker's one-line error (a different model folder, ...)
+                arrived[group] = results
                 while at < len(order) and order[at] in arrived:  # back in walk order
                     for result in arrived.pop(order[at]):
                         emit(result)
@@ -257,6 +260,13 @@ def _score(
     return results
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """A worker's GazeclipError, sent back as data: Ray Data keeps only the text of a UDF's exception."""
+
+    error: GazeclipError
+
+
 def _unpack(batch: dict[str, np.ndarray]) -> Iterable[tuple[int, Any]]:
     return ((int(g), pickle.loads(p)) for g, p in zip(batch["group"], batch["payload"], strict=True))
 
@@ -265,40 +275,48 @@ def _pack(groups: list[int], payloads: list[bytes]) -> dict[str, np.ndarray]:
     return {"group": np.array(groups, dtype=np.int64), "payload": np.array(payloads, dtype=object)}
 
 
-class _FusedWorker:
+class _ModelWorker:
+    """A model worker fed by preparing tasks (split layout): loads the model once, on its GPU.
+
+    A GazeclipError (in loading the model, or a group the model keeps dying on) is returned
+    as the group's payload (:class:`_Failed`) for the driver to raise.
+    """
+
+    def __init__(self, spec: _ModelSpec, guard: Any, hook: CrashHook | None, max_crashes: int) -> None:
+        worker_setup(spec.threads)
+        self.guard, self.hook, self.max_crashes = guard, hook, max_crashes
+        self.problem: GazeclipError | None = None
+        try:
+            self.predictor = _load_predictor(spec)
+        except GazeclipError as exc:
+            self.problem = exc  # raised on the driver with the first group
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        groups, payloads = [], []
+        for group, work in _unpack(batch):
+            try:
+                if self.problem is not None:
+                    raise self.problem
+                results: list[InputResult] | _Failed = self.score(group, work)
+            except GazeclipError as exc:
+                results = _Failed(exc)
+            groups.append(group)
+            payloads.append(pickle.dumps(results, protocol=5))
+        return _pack(groups, payloads)
+
+    def score(self, group: int, work: Any) -> list[InputResult]:
+        prepared, retried = work
+        return _score(self.predictor, group, prepared, self.guard, retried, self.max_crashes)
+
+
+class _FusedWorker(_ModelWorker):
     """A model worker that also prepares its files (CPU layout): loads the model once."""
 
-    def __init__(self, spec: _ModelSpec, guard: Any, hook: CrashHook | None, max_crashes: int) -> None:
-        worker_setup(spec.threads)
-        self.predictor = _load_predictor(spec)
-        self.preparing = _Preparing(self.predictor, guard, hook, max_crashes)
-        self.guard, self.max_crashes = guard, max_crashes
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        groups, payloads = [], []
-        for group, items in _unpack(batch):
-            prepared, retried = self.preparing.group(group, items)
-            results = _score(self.predictor, group, prepared, self.guard, retried, self.max_crashes)
-            groups.append(group)
-            payloads.append(pickle.dumps(results, protocol=5))
-        return _pack(groups, payloads)
-
-
-class _ModelWorker:
-    """A model worker fed by preparing tasks (split layout): loads the model once, on its GPU."""
-
-    def __init__(self, spec: _ModelSpec, guard: Any, hook: CrashHook | None, max_crashes: int) -> None:
-        worker_setup(spec.threads)
-        self.predictor = _load_predictor(spec)
-        self.guard, self.max_crashes = guard, max_crashes
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        groups, payloads = [], []
-        for group, (prepared, retried) in _unpack(batch):
-            results = _score(self.predictor, group, prepared, self.guard, retried, self.max_crashes)
-            groups.append(group)
-            payloads.append(pickle.dumps(results, protocol=5))
-        return _pack(groups, payloads)
+    def score(self, group: int, work: Any) -> list[InputResult]:
+        prepared, retried = _Preparing(self.predictor, self.guard, self.hook, self.max_crashes).group(
+            group, work
+        )
+        return _score(self.predictor, group, prepared, self.guard, retried, self.max_crashes)
 
 
 _PREPARERS: dict[bytes, InputPreparer] = {}  # per worker process: built once per spec
