@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from tests.inference.conftest import make_model_folder
+from tests.inference.conftest import face_photo, make_model_folder  # noqa: F401 - face_photo: a fixture
+from tests.inference.test_scan_cli import corpus  # noqa: F401 - a fixture: the local scan tests' corpus
 
 
 @pytest.fixture(scope="package")

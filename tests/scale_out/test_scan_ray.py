@@ -13,14 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from gazeclip_cli.cli.app import app
 from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
 from gazeclip_cli.core.inference.scan import COLUMNS, ScanProgress, provenance_path, scan
 from gazeclip_cli.core.ray_engine import CRASH_ENV, Cluster, RayOptions, plan_workers
-from tests.inference.conftest import aligned_images, astronaut_path, bomb_png, jpeg_bytes, png_bytes
+from tests.inference.conftest import aligned_images
 
 runner = CliRunner()
 NUMERIC = ("p_fake", "generator_probability", "gaze_pitch", "gaze_yaw")
@@ -49,39 +48,16 @@ def assert_same_rows(rows: list[dict], reference: list[dict]) -> None:
                 assert row[column] == ref[column], (column, row, ref)
 
 
-def face_photo() -> np.ndarray:
-    image = np.asarray(Image.open(astronaut_path()).convert("RGB"))
-    return np.ascontiguousarray(image[10:210, 125:325])
-
-
 @pytest.fixture
-def evidence(tmp_path) -> Path:
-    """Real faces (photos in several layouts, a video) beside every kind of bad file."""
-    root = tmp_path / "evidence"
-    (root / "nested").mkdir(parents=True)
-    face = face_photo()
-    im = Image.fromarray(face)
-    files = {
-        "ok.png": png_bytes(face),
-        "cmyk.jpg": jpeg_bytes(im.convert("CMYK")),
-        "nested/grey.png": png_bytes(im.convert("L")),
-        "flipped.png": png_bytes(np.ascontiguousarray(face[:, ::-1])),
-        "empty.jpg": b"",
-        "truncated.jpg": jpeg_bytes(im)[:1500],
-        "text.png": b"not pixels\n",
-        "bomb.png": bomb_png(),
-        "noface.png": aligned_images(tmp_path / "gen", 1, size=120)[0].read_bytes(),
-        "notes.txt": b"ignored",
-    }
-    for name, data in files.items():
-        (root / name).write_bytes(data)
-    with open(os.path.join(os.fsencode(root), b"caf\xe9.png"), "wb") as fh:  # not valid UTF-8
-        fh.write(png_bytes(face))
-    os.symlink("nowhere.jpg", root / "broken.jpg")
-    os.symlink("loop.jpg", root / "loop.jpg")
+def evidence(corpus, face_photo) -> Path:
+    """The local scan tests' corpus (real faces in every colour layout beside every kind of bad
+    file) and a video of faces. Without its unreadable file: as root it is unreadable only
+    through a patched ``os.access``, which Ray's worker processes do not share."""
+    root, _, _ = corpus
+    (root / "locked.png").unlink()
     writer = cv2.VideoWriter(str(root / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (200, 200))
     for shift in range(6):
-        writer.write(cv2.cvtColor(np.roll(face, 3 * shift, axis=1), cv2.COLOR_RGB2BGR))
+        writer.write(cv2.cvtColor(np.roll(face_photo, 3 * shift, axis=1), cv2.COLOR_RGB2BGR))
     writer.release()
     return root
 
