@@ -46,6 +46,7 @@ def weights_status(
                 "size_mb": round(path.stat().st_size / 1e6, 1) if path else None,
                 "sha256": sha256_file(path) if path else None,
                 "description": spec.description,
+                "source": spec.source,
                 "missing": None if path else missing_message(name, folder),
             }
         )
@@ -54,7 +55,7 @@ def weights_status(
         return
     output.print_table(
         f"weights in {folder}",
-        ["name", "status", "size (MB)", "sha256", "what"],
+        ["name", "status", "size (MB)", "sha256", "what", "from"],
         [
             [
                 r["name"],
@@ -62,6 +63,7 @@ def weights_status(
                 r["size_mb"],
                 (r["sha256"] or "")[:16],
                 r["description"],
+                r["source"],
             ]
             for r in rows
         ],
@@ -76,7 +78,7 @@ def weights_fetch(
     names: list[str] = typer.Argument(None, help="Weights to fetch (default: all)."),
     directory: Path | None = WEIGHTS_DIR_OPTION,
 ) -> None:
-    """Download CLIP weights through open_clip (needs internet); say how to get ETH-XGaze's by hand."""
+    """Download CLIP weights through open_clip (needs internet); say how to get the gaze estimators' by hand."""
     folder = weights_dir(directory)
     for name in names or list(KNOWN_WEIGHTS):
         result = fetch_weight(name, folder)

@@ -14,7 +14,11 @@ from typing import Any
 
 from gazeclip_cli.core.config_io import from_dict, read_toml
 from gazeclip_cli.core.errors import ConfigError
-from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS, GazeEstimatorConfig
+from gazeclip_cli.core.model.gaze_estimator import (
+    GAZE_ESTIMATORS,
+    GazeEstimatorConfig,
+    release_weights_owner,
+)
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,14 @@ class GazeCLIPConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        owner = release_weights_owner(self.gaze.weights)
+        if owner is not None and owner != self.gaze.name:
+            own = GAZE_ESTIMATORS[self.gaze.name].weights_name
+            fix = f"set gaze.weights = '{own}'" if own else "give it a weight file of its own"
+            raise ValueError(
+                f"gaze.weights '{self.gaze.weights}' is the {owner} estimator's checkpoint; "
+                f"with gaze.name = '{self.gaze.name}' {fix}"
+            )
 
     @property
     def num_classes(self) -> int:

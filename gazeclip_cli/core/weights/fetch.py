@@ -1,7 +1,7 @@
 """`gazeclip weights fetch`: download through open_clip's own mechanism, then store as safetensors.
 
-Runs only when the user asks, on a machine with internet. The ETH-XGaze checkpoint has no
-registry; for it the result says where to get it and where to put it.
+Runs only when the user asks, on a machine with internet. The gaze estimators' checkpoints
+have no registry; for them the result says where to get them and where to put them.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def fetch_weight(
             name,
             None,
             None,
-            f"cannot be downloaded automatically: {spec.how_to_get}; put it at {directory / name}.pth.tar",
+            f"cannot be downloaded automatically: {spec.how_to_get}; put it at {directory / spec.put_at}",
         )
     directory.mkdir(parents=True, exist_ok=True)
     downloaded = download(open_clip_name, open_clip_tag, directory / ".cache")

@@ -2,10 +2,9 @@
 
 A weight named ``N`` is looked for in the weights folder (``--weights-dir``,
 ``$GAZECLIP_WEIGHTS_DIR``, or ``models/weights`` under the current folder) as
-``N.safetensors``, ``N.pt``, ``N.pth``, ``N.bin``, ``N.pth.tar``, or a folder ``N/``
-holding one weight file (an open_clip ``local-dir`` folder with
-``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, or ETH-XGaze's
-``epoch_24_ckpt.pth.tar``).
+``N.safetensors``, ``N.pt``, ``N.pth``, ``N.bin``, ``N.pth.tar``, ``N.pkl``, or a folder
+``N/`` holding one weight file (or an upstream file name: open_clip's ``local-dir`` files,
+ETH-XGaze's ``epoch_24_ckpt.pth.tar``, L2CS-Net's ``L2CSNet_gaze360.pkl``).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from gazeclip_cli.core.errors import WeightsError
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pth.tar")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pth.tar", ".pkl")
 DEFAULT_WEIGHTS_DIR = Path("models") / "weights"
 
 
@@ -29,6 +28,8 @@ class WeightSpec:
     description: str  # what it is
     how_to_get: str  # where it comes from, for the missing-file message
     fetchable: bool  # `gazeclip weights fetch` can download it
+    source: str  # the upstream page that publishes it
+    put_at: str  # where a hand-fetched file goes, relative to the weights folder
 
 
 KNOWN_WEIGHTS: dict[str, WeightSpec] = {
@@ -40,6 +41,8 @@ KNOWN_WEIGHTS: dict[str, WeightSpec] = {
             "or an open_clip ViT-B-32 (quickgelu, openai) checkpoint there"
         ),
         fetchable=True,
+        source="github.com/openai/CLIP (through open_clip)",
+        put_at="clip-vit-b-32.safetensors",
     ),
     "eth-xgaze": WeightSpec(
         name="eth-xgaze",
@@ -49,6 +52,31 @@ KNOWN_WEIGHTS: dict[str, WeightSpec] = {
             "github.com/xucong-zhang/ETH-XGaze (no registry hosts it) and copy it there"
         ),
         fetchable=False,
+        source="github.com/xucong-zhang/ETH-XGaze",
+        put_at="eth-xgaze/epoch_24_ckpt.pth.tar",
+    ),
+    "puregaze": WeightSpec(
+        name="puregaze",
+        description="PureGaze gaze estimator (ResNet-50 trained on ETH-XGaze, 224x224 normalised face, BGR)",
+        how_to_get=(
+            "download the Res50 PureGaze model trained on ETH-XGaze (a state dict with feature.*, gazeEs.*, "
+            "deconv.*) that the README of github.com/yihuacheng/PureGaze links (no registry hosts it) "
+            "and copy it there"
+        ),
+        fetchable=False,
+        source="github.com/yihuacheng/PureGaze",
+        put_at="puregaze.pt",
+    ),
+    "l2cs-gaze360": WeightSpec(
+        name="l2cs-gaze360",
+        description="L2CS-Net gaze estimator (ResNet-50 trained on Gaze360, 448x448 face, 90 bins of 4 deg)",
+        how_to_get=(
+            "download 'L2CSNet_gaze360.pkl' from the Google Drive folder linked in the README of "
+            "github.com/Ahmednull/L2CS-Net (no registry hosts it) and copy it there"
+        ),
+        fetchable=False,
+        source="github.com/Ahmednull/L2CS-Net",
+        put_at="l2cs-gaze360/L2CSNet_gaze360.pkl",
     ),
 }
 
@@ -77,6 +105,7 @@ def find_weight(name: str, directory: Path) -> Path | None:
             "open_clip_model.safetensors",
             "open_clip_pytorch_model.bin",
             "epoch_24_ckpt.pth.tar",
+            "L2CSNet_gaze360.pkl",
         ):
             if (folder / preferred).is_file():
                 return folder / preferred
@@ -88,7 +117,9 @@ def find_weight(name: str, directory: Path) -> Path | None:
 
 def missing_message(name: str, directory: Path) -> str:
     spec = KNOWN_WEIGHTS.get(name)
-    where = f"{directory / name}.safetensors (or .pt/.pth/.bin/.pth.tar, or a folder {directory / name}/)"
+    where = (
+        f"{directory / name}.safetensors (or .pt/.pth/.bin/.pth.tar/.pkl, or a folder {directory / name}/)"
+    )
     how = f": {spec.how_to_get}" if spec else ""
     return f"weight '{name}' not found; put it at {where}{how}. See `gazeclip weights`."
 
