@@ -395,6 +395,11 @@ def estimator_fingerprint(estimator: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def estimator_name(estimator: torch.nn.Module) -> str:
+    """A gaze estimator's registry name (``GazeEstimator.name``), else its class name."""
+    return getattr(estimator, "name", "") or type(estimator).__name__
+
+
 # --- work units -----------------------------------------------------------------------------------
 
 
@@ -453,6 +458,7 @@ class _Run:
         self.detector = detector
         self.estimator = estimator
         self.estimator_id = estimator_fingerprint(estimator) if estimator is not None else ""
+        self.estimator_name = estimator_name(estimator) if estimator is not None else ""
         self.workers = max(1, workers)
         self.batch_size = max(1, batch_size)
         self.progress = progress
@@ -466,7 +472,7 @@ class _Run:
         self.samples: dict[str, dict[str, str]] = {}  # journal: sample id -> sample record
         self.failed: dict[str, dict[str, str]] = {}  # sample id -> kind, reason
         self.hashes: dict[tuple[str, int, int], str] = {}
-        self.last_estimator = ""
+        self.last_estimator = self.last_estimator_name = ""
         # Per row: its units' frames in order, and what each resolved to.
         self.units_of: dict[int, list[int | None]] = {}
         self.results: dict[tuple[int, int | None], list[tuple[str, dict[str, str]]]] = {}
@@ -493,8 +499,10 @@ class _Run:
         for rec in _read_csv(self.state / "hashes.csv", _HASH_COLUMNS):
             with contextlib.suppress(ValueError):
                 self.hashes[(rec["path"], int(rec["size"]), int(rec["mtime_ns"]))] = rec["sha256"]
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            self.last_estimator = json.loads((self.state / "cache.json").read_text())["gaze_estimator"] or ""
+        with contextlib.suppress(OSError, ValueError, AttributeError, KeyError):
+            info = json.loads((self.state / "cache.json").read_text())
+            self.last_estimator = info["gaze_estimator"] or ""
+            self.last_estimator_name = info.get("gaze_estimator_name") or ""
 
     def cached(self, unit: _Unit) -> bool:
         sid = unit.sample_id(0)
@@ -973,7 +981,13 @@ class _Run:
             latest[path] = {"path": path, "size": str(size), "mtime_ns": str(mtime), "sha256": digest}
         _write_csv(self.state / "hashes.csv", _HASH_COLUMNS, list(latest.values()))
         estimator = self.estimator_id or self.last_estimator
-        info = {"version": CACHE_VERSION, "settings": self.settings_key, "gaze_estimator": estimator or None}
+        name = self.estimator_name if self.estimator_id else self.last_estimator_name
+        info = {
+            "version": CACHE_VERSION,
+            "settings": self.settings_key,
+            "gaze_estimator": estimator or None,
+            "gaze_estimator_name": name or None,  # the registry name, for messages
+        }
         (self.state / "cache.json").write_text(json.dumps(info, indent=2) + "\n")
         return PreprocessSummary(
             out_dir=display_path(self.out),

@@ -31,7 +31,14 @@ from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import load_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
+from gazeclip_cli.core.train.dataset import (
+    CacheDataset,
+    CacheRow,
+    check_cached_gaze,
+    read_cache,
+    read_cached_rgb,
+    to_chw_float,
+)
 from gazeclip_cli.core.train.trainer import pick_device
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -216,6 +223,7 @@ def evaluate_model(
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     _check_classes(model, rows)
     dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
+    check_cached_gaze(cache_dir, model.gaze_encoder.estimator if model.gaze_encoder else None, dataset)
     att, det = run_predictions(model, dataset, dev, batch_size, workers, progress)
     pairing = real_pairing(rows)
     report = evaluate_sets(_sets(rows, att, det), tau=tau, pair_reals=pairing)

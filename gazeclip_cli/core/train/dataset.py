@@ -6,6 +6,7 @@ Reads ``preprocessed.csv`` in a preprocessing output folder (docs/ARCHITECTURE.m
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch.utils.data import Dataset
 
 from gazeclip_cli.core.data.faces import resize_crop
 from gazeclip_cli.core.data.preprocess import PREPROCESSED_FILE as CACHE_INDEX
+from gazeclip_cli.core.data.preprocess import STATE_DIR, estimator_fingerprint, estimator_name
 from gazeclip_cli.core.errors import DataError
 
 REQUIRED = ("crop_path", "patch_path", "split", "dfd_label", "dfa_label", "generator")
@@ -155,3 +157,56 @@ class CacheDataset(Dataset):
         else:
             item["patch"] = load_rgb(r.patch, 224)
         return item
+
+
+@dataclass(frozen=True)
+class GazeRecord:
+    """Which gaze estimator computed the angles in a cache's ``preprocessed.csv``."""
+
+    fingerprint: str  # estimator_fingerprint: class and weights
+    name: str  # registry name ("" in caches written before names were recorded)
+
+
+def cached_gaze_record(folder: str | Path) -> GazeRecord | None:
+    """The estimator that ``preprocess`` recorded in ``.state/cache.json``, or None when there is no record."""
+    try:
+        info = json.loads((Path(folder) / STATE_DIR / "cache.json").read_text(encoding="utf-8"))
+        fingerprint = info.get("gaze_estimator") or ""
+        name = info.get("gaze_estimator_name") or ""
+    except (OSError, ValueError, AttributeError):
+        return None
+    return GazeRecord(str(fingerprint), str(name)) if fingerprint else None
+
+
+def check_cached_gaze(
+    folder: str | Path, estimator: torch.nn.Module | None, *sets: CacheDataset | None, also: str = ""
+) -> None:
+    """Refuse cached gaze angles computed by another estimator than ``estimator``, the model's.
+
+    Nothing to check when the model has no gaze estimator or none of ``sets`` reads cached
+    angles. ``also`` is a second way out the caller offers (e.g. training without cached gaze).
+
+    Raises:
+        DataError: the cache does not say which estimator computed its angles, or it was another.
+    """
+    if estimator is None or not any(s is not None and s.cached for s in sets):
+        return
+    name, ours = estimator_name(estimator), estimator_fingerprint(estimator)
+    record = cached_gaze_record(folder)
+    if record is not None and record.fingerprint == ours:
+        return
+    weights = " --gaze-weights FILE (this model's weight file)" if record and record.name == name else ""
+    redo = (
+        f"recompute them with `gazeclip preprocess SOURCE --out {folder} --gaze-estimator {name}{weights}` "
+        f"(SOURCE and options as before: only the angles are recomputed){f' {also}' if also else ''}"
+    )
+    if record is None:
+        raise DataError(
+            f"{folder}: has cached gaze angles but no record of the estimator that computed them "
+            f"({STATE_DIR}/cache.json); {redo}"
+        )
+    made_by = f"{record.name} (fingerprint {record.fingerprint})" if record.name else record.fingerprint
+    raise DataError(
+        f"{folder}: its gaze angles come from the gaze estimator {made_by}, not from this model's "
+        f"{name} (fingerprint {ours}); {redo}"
+    )

@@ -28,10 +28,17 @@ from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train import distributed as D
-from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
+from gazeclip_cli.core.train.dataset import (
+    CACHE_INDEX,
+    CacheDataset,
+    check_cached_gaze,
+    classes_of,
+    read_cache,
+)
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 CHECKPOINT = "checkpoint.pt"
+NO_CACHED_GAZE = "or train without cached gaze (use_cached_gaze = false in the run config)"
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -235,6 +242,8 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
 
     train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, run.use_cached_gaze)
     val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, run.use_cached_gaze) if val_rows else None
+    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
+    check_cached_gaze(cache_dir, estimator, train_set, val_set, also=NO_CACHED_GAZE)
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
     with_text = model.lre is not None
