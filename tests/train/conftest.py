@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import csv
-import functools
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from gazeclip_cli.core.data.preprocess import (
-    PREPROCESSED_COLUMNS,
-    STATE_DIR,
-    estimator_fingerprint,
-    estimator_name,
-)
+from gazeclip_cli.core.data.cache import PREPROCESSED_COLUMNS
 
 COLUMNS = list(PREPROCESSED_COLUMNS)  # the cache format preprocess writes
 CLASSES = [("Real", 0, "Real", "Real"), ("GenA", 1, "EFS", "GAN"), ("GenB", 1, "FS", "Diffusion")]
@@ -25,31 +18,12 @@ CLASSES = [("Real", 0, "Real", "Real"), ("GenA", 1, "EFS", "GAN"), ("GenB", 1, "
 UNSEEN = [("GenU", 1, "FR", "Flow"), ("RealU", 0, "Real", "Real")]
 
 
-@functools.cache
-def tiny_test_estimator_record() -> tuple[str, str]:
-    """(fingerprint, name) of the gaze estimator a tiny-test model built with seed 0 has."""
-    from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
-    from gazeclip_cli.core.model.config import load_architecture
-
-    model = build_gazeclip(load_architecture("tiny-test"), WeightSources(pretrained=False), seed=0)
-    estimator = model.gaze_encoder.estimator
-    return estimator_fingerprint(estimator), estimator_name(estimator)
-
-
-def write_gaze_record(folder: Path, fingerprint: str, name: str) -> None:
-    """The record `preprocess` keeps of the estimator whose angles the cache holds."""
-    (folder / STATE_DIR).mkdir(exist_ok=True)
-    info = {"version": 1, "settings": "", "gaze_estimator": fingerprint, "gaze_estimator_name": name}
-    (folder / STATE_DIR / "cache.json").write_text(json.dumps(info))
-
-
 def make_cache(
     folder: Path, per_class: dict[str, int], seed: int = 0, with_gaze: bool = True, unseen_test: int = 0
 ) -> Path:
     """Crops whose class is visible (a per-class tint and stripe period) so a tiny model can learn.
 
     ``unseen_test`` adds that many test rows for an unseen generator and an unseen real set (DFA -1).
-    The cached gaze angles are recorded as the tiny-test (seed 0) estimator's, as if it made them.
     """
     rng = np.random.default_rng(seed)
     (folder / "crops").mkdir(parents=True, exist_ok=True)
@@ -99,8 +73,6 @@ def make_cache(
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    if with_gaze:
-        write_gaze_record(folder, *tiny_test_estimator_record())
     return folder
 
 

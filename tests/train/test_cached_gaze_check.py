@@ -7,8 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
+from gazeclip_cli.core.data.cache import (
+    CacheSettings,
+    PreprocessSettings,
+    estimator_fingerprint,
+    write_settings,
+)
 from gazeclip_cli.core.data.manifest import ManifestRow, write_manifest
-from gazeclip_cli.core.data.preprocess import PreprocessSettings, estimator_fingerprint, preprocess
+from gazeclip_cli.core.data.preprocess import preprocess
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.runner import evaluate_model
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
@@ -16,7 +22,7 @@ from gazeclip_cli.core.model.config import load_architecture
 from gazeclip_cli.core.model.gaze_estimator import SmallGazeCNN
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import train
-from tests.train.conftest import make_cache, write_gaze_record
+from tests.train.conftest import make_cache
 
 RUN = {"architecture": "tiny-test", "workers": 0, "device": "cpu", "batch_size": 4, "epochs": 1}
 
@@ -60,15 +66,18 @@ def test_gaze_from_another_estimator_is_refused_by_train_and_evaluate(tmp_path):
     with pytest.raises(DataError) as err:
         train(RunConfig(**RUN), cache, tmp_path / "run")
     message = str(err.value)
-    assert f"come from the gaze estimator small-cnn (fingerprint {estimator_fingerprint(other)})" in message
-    assert f"not from this model's small-cnn (fingerprint {estimator_fingerprint(ours)})" in message
+    assert f"come from small-cnn (fingerprint {estimator_fingerprint(other)}) (preprocessing.json)" in message
+    assert (
+        f"not from this model's gaze estimator small-cnn (fingerprint {estimator_fingerprint(ours)})"
+        in message
+    )
     assert f"gazeclip preprocess SOURCE --out {cache} --gaze-estimator small-cnn --gaze-weights" in message
     assert "use_cached_gaze = false" in message and "\n" not in message
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
     # Without cached gaze the model's own estimator runs on the stored patches.
     model_dir = train(RunConfig(**RUN, use_cached_gaze=False), cache, tmp_path / "run2").model_dir
-    with pytest.raises(DataError, match="come from the gaze estimator small-cnn") as err:
+    with pytest.raises(DataError, match="come from small-cnn") as err:
         evaluate_model(model_dir, cache, tmp_path / "tables")
     assert "use_cached_gaze" not in str(err.value)  # evaluate has no such switch
 
@@ -81,25 +90,18 @@ def test_gaze_from_another_estimator_is_refused_by_train_and_evaluate(tmp_path):
 
 def test_a_cache_of_another_named_estimator_names_it_and_the_command(tmp_path):
     cache = make_cache(tmp_path / "cache", {"train": 2})
-    write_gaze_record(cache, "0123456789abcdef", "puregaze")
+    write_settings(cache, CacheSettings(PreprocessSettings(), "puregaze", "0123456789abcdef"))
     with pytest.raises(DataError) as err:
         train(RunConfig(**RUN), cache, tmp_path / "run")
     message = str(err.value)
-    assert (
-        "gaze estimator puregaze (fingerprint 0123456789abcdef), not from this model's small-cnn" in message
-    )
+    assert "come from puregaze (fingerprint 0123456789abcdef)" in message
+    assert "not from this model's gaze estimator small-cnn" in message
     assert (
         "--gaze-estimator small-cnn` (SOURCE and options as before" in message
     )  # names differ: no weights hint
 
 
-def test_cached_gaze_without_a_record_is_refused_and_a_cache_without_gaze_needs_none(tmp_path):
-    cache = make_cache(tmp_path / "cache", {"train": 2})
-    (cache / ".state" / "cache.json").unlink()
-    with pytest.raises(
-        DataError, match=r"no record of the estimator that computed them \(\.state/cache\.json\)"
-    ):
-        train(RunConfig(**RUN), cache, tmp_path / "run")
-    no_gaze = make_cache(tmp_path / "plain", {"train": 2}, with_gaze=False)
-    assert not (no_gaze / ".state").exists()
-    assert train(RunConfig(**RUN), no_gaze, tmp_path / "run2").model_dir.is_dir()
+def test_another_estimators_record_does_not_matter_when_no_angles_are_read(tmp_path):
+    cache = make_cache(tmp_path / "cache", {"train": 2}, with_gaze=False)  # the model reads patches
+    write_settings(cache, CacheSettings(PreprocessSettings(), "puregaze", "0123456789abcdef"))
+    assert train(RunConfig(**RUN), cache, tmp_path / "run").model_dir.is_dir()

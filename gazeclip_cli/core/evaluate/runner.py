@@ -18,6 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    CacheRow,
+    check_cached_gaze,
+    read_cache,
+    read_cached_rgb,
+    to_chw_float,
+)
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
 from gazeclip_cli.core.evaluate.metrics import (
@@ -31,15 +40,6 @@ from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import load_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import (
-    CacheDataset,
-    CacheRow,
-    check_cached_gaze,
-    read_cache,
-    read_cached_rgb,
-    to_chw_float,
-)
-from gazeclip_cli.core.train.trainer import pick_device
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -215,15 +215,16 @@ def evaluate_model(
     progress: Progress | None = None,
 ) -> EvaluateResult:
     """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``."""
-    dev = pick_device(device)
+    dev = resolve_device(device)
     folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
     model = folder.model
-    rows = [r for r in read_cache(cache_dir) if r.split == split]
+    cache = read_cache(cache_dir)
+    rows = cache.split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     _check_classes(model, rows)
     dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
-    check_cached_gaze(cache_dir, model.gaze_encoder.estimator if model.gaze_encoder else None, dataset)
+    check_cached_gaze(cache, model.gaze_encoder.estimator if model.gaze_encoder else None, dataset)
     att, det = run_predictions(model, dataset, dev, batch_size, workers, progress)
     pairing = real_pairing(rows)
     report = evaluate_sets(_sets(rows, att, det), tau=tau, pair_reals=pairing)

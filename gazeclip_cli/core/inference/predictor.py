@@ -65,6 +65,7 @@ from gazeclip_cli.core.data.images import (
     read_image_bytes,
     sample_video_frames,
 )
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
 from gazeclip_cli.core.inference.gradcam import GradCam, grad_cam
 from gazeclip_cli.core.inference.provenance import (
@@ -81,27 +82,6 @@ from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder
 FACE_MODES = ("detect", "aligned")
 UNKNOWN_GENERATOR = "unknown generator"
 GAZE_PATCH_SIZE = 224
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) -> a device; checked here, not at import.
-
-    Raises:
-        ConfigError: unknown device, or CUDA asked for on a machine without it.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device}: not a device (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device}: only cpu and cuda are supported")
-    return dev
 
 
 @dataclass(frozen=True)

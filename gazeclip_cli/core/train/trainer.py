@@ -11,7 +11,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,19 +21,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    cache_fingerprint,
+    check_cached_gaze,
+    classes_of,
+    read_cache,
+)
+from gazeclip_cli.core.devices import autocast_for, resolve_device
 from gazeclip_cli.core.errors import DataError, GazeclipError
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train import distributed as D
-from gazeclip_cli.core.train.dataset import (
-    CACHE_INDEX,
-    CacheDataset,
-    check_cached_gaze,
-    classes_of,
-    read_cache,
-)
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 CHECKPOINT = "checkpoint.pt"
@@ -54,26 +54,6 @@ class TrainResult:
     best_metric: float | None
     best_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GazeclipError(
-            f"device '{name}' requested but CUDA is not available here; use --device cpu or auto"
-        )
-    return device
-
-
-def autocast_for(device: torch.device, amp: str):
-    """bf16 autocast on CUDA (``auto``/``bf16``); CPU runs in fp32 unless bf16 is asked for."""
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    if not use:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -189,7 +169,7 @@ def train(
             gaze estimator).
     """
     out_dir = Path(out_dir)
-    device = pick_device(run.device)
+    device = resolve_device(run.device)
     ctx = D.init_from_env(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
@@ -201,9 +181,8 @@ def train(
 
 
 def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx) -> TrainResult:
-    rows = read_cache(cache_dir)
-    train_rows = [r for r in rows if r.split == "train"]
-    val_rows = [r for r in rows if r.split == "val"]
+    cache = read_cache(cache_dir)
+    train_rows, val_rows = cache.split("train"), cache.split("val")
     if not train_rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the 'train' split")
     cfg = model_config(run, classes_of(train_rows))
@@ -243,7 +222,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
     train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, run.use_cached_gaze)
     val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, run.use_cached_gaze) if val_rows else None
     estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
-    check_cached_gaze(cache_dir, estimator, train_set, val_set, also=NO_CACHED_GAZE)
+    check_cached_gaze(cache, estimator, train_set, val_set, also=NO_CACHED_GAZE)
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
     with_text = model.lre is not None
@@ -347,7 +326,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                 save_model_folder(
                     model,
                     out_dir / "model",
-                    trained_on=_cache_fingerprint(cache_dir),
+                    trained_on=cache_fingerprint(cache_dir),
                     extra={
                         "run": to_dict(run),
                         "epoch": epoch,
@@ -365,19 +344,12 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         save_model_folder(
             model,
             out_dir / "model",
-            trained_on=_cache_fingerprint(cache_dir),
+            trained_on=cache_fingerprint(cache_dir),
             extra={"run": to_dict(run), "epoch": None},
         )
     return TrainResult(
         out_dir, out_dir / "model", state["epoch"], state["best_metric"], state["best_epoch"], history
     )
-
-
-def _cache_fingerprint(cache_dir: Path) -> str:
-    """SHA-256 of the cache index: what the model was trained on."""
-    from gazeclip_cli.core.weights.locate import sha256_file
-
-    return "sha256:" + sha256_file(cache_dir / CACHE_INDEX)
 
 
 __all__ = ["RunConfig", "TrainResult", "TrainingInterrupted", "asdict", "train"]
