@@ -32,52 +32,51 @@ class WeightSpec:
     put_at: str  # where a hand-fetched file goes, relative to the weights folder
 
 
+def _by_hand(name: str, description: str, download: str, source: str, put_at: str) -> WeightSpec:
+    """A checkpoint no registry hosts: the user downloads it from its upstream page."""
+    how = f"{download} (no registry hosts it) and copy it there"
+    return WeightSpec(name, description, how, fetchable=False, source=source, put_at=put_at)
+
+
 KNOWN_WEIGHTS: dict[str, WeightSpec] = {
-    "clip-vit-b-32": WeightSpec(
-        name="clip-vit-b-32",
-        description="OpenAI CLIP ViT-B/32 (image and text towers), 224-pixel weights; resized to 256 on load",
-        how_to_get=(
-            "run `gazeclip weights fetch clip-vit-b-32` on a machine with internet, or copy OpenAI's ViT-B-32.pt "
-            "or an open_clip ViT-B-32 (quickgelu, openai) checkpoint there"
+    spec.name: spec
+    for spec in (
+        WeightSpec(
+            name="clip-vit-b-32",
+            description="OpenAI CLIP ViT-B/32 (image and text towers), 224-pixel weights; resized to 256 on load",
+            how_to_get=(
+                "run `gazeclip weights fetch clip-vit-b-32` on a machine with internet, or copy OpenAI's "
+                "ViT-B-32.pt or an open_clip ViT-B-32 (quickgelu, openai) checkpoint there"
+            ),
+            fetchable=True,
+            source="github.com/openai/CLIP (through open_clip)",
+            put_at="clip-vit-b-32.safetensors",
         ),
-        fetchable=True,
-        source="github.com/openai/CLIP (through open_clip)",
-        put_at="clip-vit-b-32.safetensors",
-    ),
-    "eth-xgaze": WeightSpec(
-        name="eth-xgaze",
-        description="ETH-XGaze baseline gaze estimator (ResNet-50, 224x224 normalised face -> pitch, yaw)",
-        how_to_get=(
+        _by_hand(
+            "eth-xgaze",
+            "ETH-XGaze baseline gaze estimator (ResNet-50, 224x224 normalised face -> pitch, yaw)",
             "download the pre-trained model 'epoch_24_ckpt.pth.tar' linked from the README of "
-            "github.com/xucong-zhang/ETH-XGaze (no registry hosts it) and copy it there"
+            "github.com/xucong-zhang/ETH-XGaze",
+            source="github.com/xucong-zhang/ETH-XGaze",
+            put_at="eth-xgaze/epoch_24_ckpt.pth.tar",
         ),
-        fetchable=False,
-        source="github.com/xucong-zhang/ETH-XGaze",
-        put_at="eth-xgaze/epoch_24_ckpt.pth.tar",
-    ),
-    "puregaze": WeightSpec(
-        name="puregaze",
-        description="PureGaze gaze estimator (ResNet-50 trained on ETH-XGaze, 224x224 normalised face, BGR)",
-        how_to_get=(
+        _by_hand(
+            "puregaze",
+            "PureGaze gaze estimator (ResNet-50 trained on ETH-XGaze, 224x224 normalised face, BGR)",
             "download the Res50 PureGaze model trained on ETH-XGaze (a state dict with feature.*, gazeEs.*, "
-            "deconv.*) that the README of github.com/yihuacheng/PureGaze links (no registry hosts it) "
-            "and copy it there"
+            "deconv.*) that the README of github.com/yihuacheng/PureGaze links",
+            source="github.com/yihuacheng/PureGaze",
+            put_at="puregaze.pt",
         ),
-        fetchable=False,
-        source="github.com/yihuacheng/PureGaze",
-        put_at="puregaze.pt",
-    ),
-    "l2cs-gaze360": WeightSpec(
-        name="l2cs-gaze360",
-        description="L2CS-Net gaze estimator (ResNet-50 trained on Gaze360, 448x448 face, 90 bins of 4 deg)",
-        how_to_get=(
+        _by_hand(
+            "l2cs-gaze360",
+            "L2CS-Net gaze estimator (ResNet-50 trained on Gaze360, 448x448 face, 90 bins of 4 deg)",
             "download 'L2CSNet_gaze360.pkl' from the Google Drive folder linked in the README of "
-            "github.com/Ahmednull/L2CS-Net (no registry hosts it) and copy it there"
+            "github.com/Ahmednull/L2CS-Net",
+            source="github.com/Ahmednull/L2CS-Net",
+            put_at="l2cs-gaze360/L2CSNet_gaze360.pkl",
         ),
-        fetchable=False,
-        source="github.com/Ahmednull/L2CS-Net",
-        put_at="l2cs-gaze360/L2CSNet_gaze360.pkl",
-    ),
+    )
 }
 
 
