@@ -192,6 +192,18 @@ def test_l2cs_bins_are_read_as_the_softmax_expectation_pitch_first(l2cs):
         out = estimator(torch.rand(1, 3, 224, 224))
     assert torch.allclose(out, torch.tensor([[math.radians(-18.0), math.radians(20.0)]]), atol=1e-6)
 
+    # Under bf16 autocast (training on CUDA) the expectation stays float32: bins 44 and 45 with
+    # logits 60 and 60.5 (exact in bf16) give E = 44 + e^0.5 / (1 + e^0.5) = 44.6225, which bf16
+    # would round to 44.5 (half a degree off).
+    with torch.no_grad():
+        estimator.fc_yaw_gaze.bias.zero_()
+        estimator.fc_yaw_gaze.bias[44], estimator.fc_yaw_gaze.bias[45] = 60.0, 60.5
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yaw = estimator(torch.rand(1, 3, 224, 224))[0, 1]
+    share = math.exp(0.5) / (1 + math.exp(0.5))
+    assert yaw.dtype == torch.float32
+    assert abs(yaw.item() - math.radians(4 * (44 + share) - 180)) < 1e-6
+
 
 # --- every registered estimator ---------------------------------------------------------------------
 

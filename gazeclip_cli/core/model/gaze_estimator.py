@@ -175,7 +175,8 @@ class L2CSNetGaze360(GazeEstimator):
 
     def angle_rad(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, bins) logits -> (B,) radians: the softmax expectation of the bin index, in degrees, converted."""
-        expected = logits.float().softmax(dim=1) @ self.bin_index  # (B,)
+        # Elementwise in float32: under bf16 autocast a matmul would round E[bin] to 1/4 bin (1 degree).
+        expected = (logits.float().softmax(dim=1) * self.bin_index).sum(dim=1)  # (B,)
         return torch.deg2rad(expected * self.bin_width_deg + self.first_bin_deg)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
