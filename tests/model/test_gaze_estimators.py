@@ -222,10 +222,13 @@ def test_every_estimator_loads_a_state_dict_of_its_own(tmp_path, name):
     assert all(torch.equal(v, own[k]) for k, v in target.state_dict().items())
 
 
-def test_the_small_estimator_gives_b_by_2():
+def test_the_small_estimator_gives_b_by_2_and_only_l2cs_resizes_its_input():
     estimator = build_gaze_estimator(estimator_config("small-cnn"))
     with torch.no_grad():
         assert estimator(torch.rand(3, 3, 224, 224)).shape == (3, 2)
+    band = torch.rand(2, 3, 60, 140)  # the demo fits the small estimator on eye bands
+    assert estimator.normalise(band).shape == band.shape
+    assert [n for n, cls in GAZE_ESTIMATORS.items() if cls.input_size is not None] == ["l2cs-gaze360"]
 
 
 # --- wrong and missing files ------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class GazeEstimator(nn.Module):
 
     name: ClassVar[str] = ""  # key in GAZE_ESTIMATORS
     weights_name: ClassVar[str] = ""  # weight name of the released checkpoint ("" = none released)
-    input_size: ClassVar[int] = PATCH_SIZE  # side the upstream network reads; the patch is resized to it
+    input_size: ClassVar[int | None] = None  # side the upstream network reads (resized to); None: as given
     bgr: ClassVar[bool] = False  # the upstream network reads OpenCV's BGR channel order
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
@@ -48,11 +48,10 @@ class GazeEstimator(nn.Module):
     def normalise(self, patch: torch.Tensor) -> torch.Tensor:
         """(B, 3, 224, 224) RGB in [0, 1] -> (B, 3, S, S) as the upstream network reads it."""
         x = patch
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+        size = self.input_size
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
             # Upstream resizes its uint8 face image bilinearly (PIL); the same kernel in float.
-            x = F.interpolate(
-                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
-            )
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         if self.bgr:
             x = x.flip(1)  # RGB -> BGR
         return (x - self.mean) / self.std
