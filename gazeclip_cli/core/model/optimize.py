@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 
 
@@ -152,14 +153,17 @@ def fast_encoders(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def optimize_for_inference(model: GazeCLIP) -> GazeCLIP:
-    """Rewrite a loaded model for the test path, in place, and return it (in eval mode, frozen).
+def optimize_for_inference(model: Detector) -> Detector:
+    """Rewrite a loaded GazeCLIP for the test path, in place, and return it (eval mode, frozen).
 
     Outputs equal the original's to float rounding (tests: 1e-5). The model can no longer
     be trained or saved as a model folder (BatchNorm is gone, LoRA is merged), but autograd
-    still runs through it (Grad-CAM).
+    still runs through it (Grad-CAM). Other architectures (the baselines) are only put in
+    eval mode: their timm modules are not rewritten.
     """
     model.eval().requires_grad_(False)
+    if not isinstance(model, GazeCLIP):
+        return model
     model.lre = None  # the test path never runs the text tower
     if model.gaze_encoder is not None:
         fold_batchnorm(model.gaze_encoder.estimator)
@@ -169,5 +173,4 @@ def optimize_for_inference(model: GazeCLIP) -> GazeCLIP:
         model.agpm.encoder.to(memory_format=torch.channels_last)
         fast_encoders(model.agpm)
     fast_linears(model)
-    model.optimized_for_inference = True
     return model
