@@ -63,7 +63,10 @@ def preprocess_command(
     gaze_estimator: str | None = typer.Option(
         None,
         "--gaze-estimator",
-        help="Also store (pitch, yaw) from this frozen estimator (eth-xgaze), so training never runs it again.",
+        help=(
+            "Also store (pitch, yaw) from this frozen estimator (eth-xgaze, puregaze, l2cs-gaze360, small-cnn), "
+            "so training never runs it again."
+        ),
     ),
     gaze_weights: Path | None = typer.Option(
         None, "--gaze-weights", help="The estimator's weight file (default: found in the weights folder)."
@@ -91,12 +94,12 @@ def preprocess_command(
     kwargs = {"settings": settings, "device": device, "workers": workers, "batch_size": batch_size}
     if gaze_estimator is not None:
         from gazeclip_cli.core.model.builder import WeightSources, build_frozen_gaze_estimator
-        from gazeclip_cli.core.model.gaze_estimator import GazeEstimatorConfig
+        from gazeclip_cli.core.model.gaze_estimator import estimator_config
 
-        overrides = {gaze_estimator: gaze_weights} if gaze_weights else {}
+        cfg = estimator_config(gaze_estimator)
+        overrides = {cfg.weights: gaze_weights} if gaze_weights else {}
         estimator, _ = build_frozen_gaze_estimator(
-            GazeEstimatorConfig(name=gaze_estimator, weights=gaze_estimator),
-            WeightSources(directory=weights_dir, overrides=overrides),
+            cfg, WeightSources(directory=weights_dir, overrides=overrides)
         )
         kwargs["gaze_estimator"] = estimator
     try:
