@@ -88,3 +88,29 @@ def test_fold_batchnorm_counts_the_resnet_pairs():
     # ResNet-50: the stem, 16 bottlenecks x 3 convs, 4 downsample convs = 53 conv + BN pairs.
     assert fold_batchnorm(est) == 53
     assert not any(isinstance(m, nn.BatchNorm2d) for m in est.modules())
+
+
+def _registered_estimators() -> list[str]:
+    from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS
+
+    return sorted(GAZE_ESTIMATORS)
+
+
+@pytest.mark.parametrize("name", _registered_estimators())
+def test_folding_keeps_every_registered_gaze_estimator(name):
+    # The pairing of conv{k}/bn{k} by name must hold for every estimator the predictor may fold.
+    from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS
+
+    torch.manual_seed(5)
+    est = GAZE_ESTIMATORS[name]().eval()
+    with torch.no_grad():
+        for m in est.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    folded = copy.deepcopy(est)
+    assert fold_batchnorm(folded) > 0
+    folded.to(memory_format=torch.channels_last)
+    patch = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(patch), est(patch), rtol=1e-4, atol=1e-4)
