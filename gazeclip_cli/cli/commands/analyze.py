@@ -92,10 +92,11 @@ def gaze_distance_command(
     quiet: bool = QUIET,
 ) -> None:
     """Fig. 1: Fréchet distance between the reals' and each generator's (pitch, yaw) Gaussian, with a bootstrap interval."""
-    from gazeclip_cli.core.analyze.common import check_figure_format, select
+    from gazeclip_cli.core.analyze.common import select
     from gazeclip_cli.core.analyze.gaze_distance import gaze_distance, write_gaze_distance
     from gazeclip_cli.core.analyze.gaze_source import gaze_for
     from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, split)
@@ -142,11 +143,12 @@ def gaze_agreement_command(
     quiet: bool = QUIET,
 ) -> None:
     """Fig. 7: mean cosine between the gaze of each fake and of the real face it was made from, per generator."""
-    from gazeclip_cli.core.analyze.common import check_figure_format, select
+    from gazeclip_cli.core.analyze.common import select
     from gazeclip_cli.core.analyze.gaze_agreement import gaze_agreement, write_gaze_agreement
     from gazeclip_cli.core.analyze.gaze_source import gaze_for
     from gazeclip_cli.core.analyze.pairs import NAME_RULES, find_pairs
     from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, split)
@@ -192,9 +194,10 @@ def heatmaps_command(
     quiet: bool = QUIET,
 ) -> None:
     """Fig. 8: Grad-CAM grid, one row per model folder (e.g. with and without gaze), samples chosen from the seed."""
-    from gazeclip_cli.core.analyze.common import check_figure_format, load_models, model_record, select
+    from gazeclip_cli.core.analyze.common import load_models, model_record, select
     from gazeclip_cli.core.analyze.heatmaps import heatmaps, write_heatmaps
     from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, [split])
@@ -224,9 +227,10 @@ def features_command(
     quiet: bool = QUIET,
 ) -> None:
     """Fig. 10: t-SNE of the visual features I_v_g, one panel per model folder, by generator and forgery type."""
-    from gazeclip_cli.core.analyze.common import check_figure_format, load_models, model_record, select
+    from gazeclip_cli.core.analyze.common import load_models, model_record, select
     from gazeclip_cli.core.analyze.features import feature_map, write_features
     from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, [split])
@@ -254,7 +258,8 @@ def aws_weights_command(
 ) -> None:
     """Fig. 11: the learnt AWS diagonal of every text block over the tokens of a class's prompts."""
     from gazeclip_cli.core.analyze.aws import aws_weights, write_aws
-    from gazeclip_cli.core.analyze.common import check_figure_format, load_models, model_record
+    from gazeclip_cli.core.analyze.common import load_models, model_record
+    from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     folders = load_models(model, _weights(weights_dir), device="cpu", with_text=True)
@@ -287,10 +292,11 @@ def estimators_command(
     quiet: bool = QUIET,
 ) -> None:
     """Table V's estimators, Fig. 7's rows: the gaze analyses for every estimator whose weights are present."""
-    from gazeclip_cli.core.analyze.common import check_figure_format, select
+    from gazeclip_cli.core.analyze.common import select
     from gazeclip_cli.core.analyze.estimators import compare_estimators, write_estimators
     from gazeclip_cli.core.analyze.pairs import find_pairs
     from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, split)
@@ -336,9 +342,9 @@ def all_command(
     quiet: bool = QUIET,
 ) -> None:
     """Every analysis the inputs support, and index.html: one self-contained page with every figure and table."""
-    from gazeclip_cli.core.analyze.common import check_figure_format
     from gazeclip_cli.core.analyze.report import AllSettings, run_all
     from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.figures import check_figure_format
 
     settings = AllSettings(
         splits=tuple(split or ()), model_split=model_split, samples=samples, bootstrap=bootstrap,

@@ -18,14 +18,13 @@ import torch
 
 from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
-    new_figure,
     prepare_out,
-    save_figure,
     write_csv,
     write_json,
 )
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.tables import Table
+from gazeclip_cli.core.figures import new_figure, save_figure
 from gazeclip_cli.core.model.builder import prompt_tokens
 from gazeclip_cli.core.model.config import GazeCLIPConfig
 from gazeclip_cli.core.model.folder import ModelFolder

@@ -1,7 +1,4 @@
-"""What every analysis shares: the progress record, seeded sampling, the record of its inputs, file writing.
-
-Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so no global backend state is touched.
-"""
+"""What every analysis shares: the progress record, seeded sampling, the record of its inputs, file writing."""
 
 from __future__ import annotations
 
@@ -22,12 +19,7 @@ from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.weights.locate import sha256_file
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from gazeclip_cli.core.model.folder import ModelFolder
-
-FIGURE_FORMATS = ("png", "svg")
-FIGURE_DPI = 150
 
 
 @dataclass(frozen=True)
@@ -251,50 +243,6 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     except OSError as exc:
         raise DataError(f"{path}: cannot write ({exc.strerror}); check the folder") from None
     return path
-
-
-def check_figure_format(fmt: str) -> str:
-    if fmt not in FIGURE_FORMATS:
-        raise ConfigError(f"figure format '{fmt}': choose {' or '.join(FIGURE_FORMATS)}")
-    return fmt
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A matplotlib figure on its own Agg canvas, constrained layout."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig: Figure, out_dir: Path, stem: str, fmt: str) -> Path:
-    """Save as ``<stem>.png`` (150 dpi) or ``<stem>.svg``; returns the path."""
-    path = out_dir / f"{stem}.{check_figure_format(fmt)}"
-    try:
-        fig.savefig(path, dpi=FIGURE_DPI, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write the figure ({exc.strerror}); check the folder") from None
-    return path
-
-
-# Marker per forgery type, as Fig. 10 marks them; colours are per generator.
-FORGERY_MARKERS = {"Real": "o", "EFS": "s", "FS": "^", "AM": "D", "FR": "v", "TF": "P"}
-
-
-def colours(n: int) -> list[tuple[float, float, float, float]]:
-    """``n`` distinguishable colours (tab10, then tab20, then a sampled hue wheel)."""
-    from matplotlib import colormaps
-
-    if n <= 10:
-        cmap = colormaps["tab10"]
-        return [cmap(i) for i in range(n)]
-    if n <= 20:
-        cmap = colormaps["tab20"]
-        return [cmap(i) for i in range(n)]
-    cmap = colormaps["hsv"]
-    return [cmap(i / n) for i in range(n)]
 
 
 # --- model folders ------------------------------------------------------------------------------------

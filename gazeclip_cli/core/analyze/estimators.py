@@ -18,10 +18,7 @@ from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
     ProgressFn,
     Selection,
-    colours,
-    new_figure,
     prepare_out,
-    save_figure,
     write_csv,
     write_json,
 )
@@ -31,6 +28,7 @@ from gazeclip_cli.core.analyze.gaze_source import estimate_angles, load_estimato
 from gazeclip_cli.core.analyze.pairs import Pairing
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.tables import Table
+from gazeclip_cli.core.figures import colours, new_figure, save_figure
 from gazeclip_cli.core.model.builder import WeightSources
 
 STEM = "estimators"

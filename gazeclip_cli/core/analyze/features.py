@@ -18,15 +18,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from gazeclip_cli.core.analyze.common import (
-    FORGERY_MARKERS,
     AnalysisFiles,
     ProgressFn,
-    colours,
     draw_per_group,
     group_rows,
-    new_figure,
     prepare_out,
-    save_figure,
     tell,
     write_csv,
     write_json,
@@ -34,10 +30,13 @@ from gazeclip_cli.core.analyze.common import (
 from gazeclip_cli.core.data.cache import CacheDataset, CacheRow
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.evaluate.tables import Table
+from gazeclip_cli.core.figures import colours, new_figure, save_figure
 from gazeclip_cli.core.model.folder import ModelFolder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 
 STEM = "features"
+# Marker per forgery type, as Fig. 10 marks them; colours are per generator.
+FORGERY_MARKERS = {"Real": "o", "EFS": "s", "FS": "^", "AM": "D", "FR": "v", "TF": "P"}
 MIN_TSNE_SAMPLES = 5
 
 
@@ -77,13 +76,17 @@ def silhouette(features: np.ndarray, labels: Sequence[str]) -> float | None:
 def tsne(features: np.ndarray, perplexity: float, seed: int) -> tuple[np.ndarray, float, float]:
     """2-D t-SNE (scikit-learn, PCA start, seeded): the embedding, the perplexity used and the final KL divergence.
 
-    The perplexity is capped at (N - 1) / 3, which scikit-learn's neighbour search needs.
+    The perplexity is capped at (N - 1) / 3, which scikit-learn's neighbour search needs. The
+    Barnes-Hut gradient runs on one OpenMP thread: on a busy 2-core machine its thread team spun
+    at barriers and took 47-58 s for 400 points against 4.3 s on one thread (docs/DECISIONS.md).
     """
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     used = float(min(perplexity, (len(features) - 1) / 3.0))
     model = TSNE(n_components=2, perplexity=used, init="pca", random_state=seed, learning_rate="auto")
-    embedding = model.fit_transform(np.asarray(features, dtype=np.float64))
+    with threadpool_limits(limits=1, user_api="openmp"):
+        embedding = model.fit_transform(np.asarray(features, dtype=np.float64))
     return embedding, used, float(model.kl_divergence_)
 
 

@@ -17,11 +17,8 @@ import numpy as np
 from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
     ProgressFn,
-    colours,
     draw_per_group,
-    new_figure,
     prepare_out,
-    save_figure,
     seeded_rng,
     tell,
     write_csv,
@@ -32,6 +29,7 @@ from gazeclip_cli.core.data.cache import CacheRow, read_cached_rgb
 from gazeclip_cli.core.data.gaze_normalization import gaze_cosine
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.evaluate.tables import Table
+from gazeclip_cli.core.figures import colours, new_figure, save_figure
 
 STEM = "gaze-agreement"
 

@@ -18,12 +18,9 @@ import numpy as np
 from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
     ProgressFn,
-    colours,
     draw_per_group,
     group_rows,
-    new_figure,
     prepare_out,
-    save_figure,
     seeded_rng,
     tell,
     write_csv,
@@ -32,6 +29,7 @@ from gazeclip_cli.core.analyze.common import (
 from gazeclip_cli.core.data.cache import CacheRow
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.evaluate.tables import Table
+from gazeclip_cli.core.figures import colours, new_figure, save_figure
 
 STEM = "gaze-distance"
 BOOTSTRAP_CHUNK = 64  # resamples drawn at once: 64 x 10,000 x 2 floats, about 10 MB

@@ -24,7 +24,7 @@ from gazeclip_cli.core.model.gaze_estimator import (
     GazeEstimator,
     GazeEstimatorConfig,
 )
-from gazeclip_cli.core.weights.locate import find_weight, missing_message, sha256_file, weights_dir
+from gazeclip_cli.core.weights.locate import find_weight, sha256_file, weights_dir
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def present_estimators(
         if name in weights.overrides or find_weight(name, directory) is not None:
             present.append(name)
         else:
-            skipped[name] = missing_message(name, directory)
+            skipped[name] = f"no weight file {name!r} in {directory}"
     return present, skipped
 
 

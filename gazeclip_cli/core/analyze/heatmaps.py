@@ -19,9 +19,7 @@ from gazeclip_cli.core.analyze.common import (
     ProgressFn,
     draw_per_group,
     group_rows,
-    new_figure,
     prepare_out,
-    save_figure,
     tell,
     write_csv,
     write_json,
@@ -29,6 +27,7 @@ from gazeclip_cli.core.analyze.common import (
 from gazeclip_cli.core.data.cache import CacheRow, load_rgb, read_cached_rgb
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.tables import Table
+from gazeclip_cli.core.figures import new_figure, save_figure
 from gazeclip_cli.core.inference.gradcam import grad_cam
 from gazeclip_cli.core.model.folder import ModelFolder
 from gazeclip_cli.core.model.gaze_estimator import PATCH_SIZE

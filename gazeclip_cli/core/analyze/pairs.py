@@ -25,6 +25,7 @@ CELEB_FAKE = re.compile(r"(id\d+)_(id\d+)_(\d{4})")  # Celeb-DF(++): target id, 
 FF_FAKE = re.compile(r"(\d{3})_(\d{3})")  # FaceForensics++ (DF40's ff/): target video, source video
 CELEB_REAL_DIR = "celeb-real"
 CELEB_FAKE_DIR = "celeb-synthesis"
+CELEB_DF_V2 = normalize_name("Celeb-DF")  # the source name DF40's cdf/ targets come from
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ def pairs_from_names(
             videos: dict[tuple[str, str], list[int]] = {}
             for j in candidates:
                 videos.setdefault(_video_key(rows[j]), []).append(j)
+            if celeb and rule == "df40" and len(videos) > 1:
+                # DF40's cdf/ fakes were made from Celeb-DF (v2); prefer its copy of the target.
+                v2 = {k: v for k, v in videos.items() if normalize_name(rows[v[0]].source) == CELEB_DF_V2}
+                videos = v2 or videos
             if not videos:
                 pairing.unmatched[fake.generator] = pairing.unmatched.get(fake.generator, 0) + 1
             elif len(videos) > 1:

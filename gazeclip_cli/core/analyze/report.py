@@ -268,11 +268,11 @@ def run_all(
     if folders:
 
         def words() -> tuple[AnalysisFiles, tuple[Table, ...]]:
-            with_text = [(f, label) for f, label in folders if f.model.lre is not None]
-            first = next(((f, label) for f, label in with_text if f.model.lre.selectors is not None), None)
+            with_text = [item for item in folders if item[0].model.lre is not None]
+            first = next((k for k, (f, _) in enumerate(with_text) if f.model.lre.selectors is not None), None)
             if first is None:
                 raise DataError("no model folder given was trained with the LRE and AWS")
-            ordered = [first, *[x for x in with_text if x is not first]]
+            ordered = [with_text[first], *(item for k, item in enumerate(with_text) if k != first)]
             result = aws.aws_weights(ordered, settings.aws_class)
             result.inputs = {"models": [model_record(f, label) for f, label in ordered]}
             return aws.write_aws(result, out, fmt), (result.table(),)

@@ -246,7 +246,7 @@ def write_robustness(
     """Write ``<stem>.md``, ``<stem>.csv``, ``<stem>.json`` and, with ``plot``, ``<stem>.png``.
 
     Raises:
-        DataError: the folder cannot be written, or ``plot`` is set and matplotlib is missing.
+        DataError: the folder cannot be written.
     """
     tables = (robustness_table(result),)
     written = _write_all(tables, result.to_dict(), out_dir, stem, [f"{stem}.csv"], digits)
@@ -283,26 +283,18 @@ def load_robustness(path: Path) -> RobustnessResult:
 def plot_robustness(result: RobustnessResult, path: Path) -> Path:
     """Draw one panel per corruption, the metric (%) against severity, as in Fig. 6; save as PNG.
 
-    Uses matplotlib's Agg canvas directly (no pyplot), so no global backend state is touched.
+    Drawn on matplotlib's Agg canvas (:func:`~gazeclip_cli.core.figures.new_figure`).
 
     Raises:
-        DataError: matplotlib is not installed.
+        DataError: the file cannot be written.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise DataError(
-            "the robustness plot needs matplotlib, which is not installed; "
-            "run pip install matplotlib (or pip install 'gazeclip[dev]'), or skip the plot"
-        ) from exc
     from gazeclip_cli.core.evaluate.corruptions import CORRUPTIONS
+    from gazeclip_cli.core.figures import new_figure
 
     n = len(result.corruptions)
     ncols = min(5, max(n, 1))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(3.0 * ncols, 2.6 * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(3.0 * ncols, 2.6 * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for i, ax in enumerate(axes.flat):
         if i >= n:

@@ -1,0 +1,162 @@
+"""Figs 8, 10, 11 on the synthetic benchmark with tiny model folders: the numbers are the model's own."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gazeclip_cli.cli.app import app
+from gazeclip_cli.core.analyze.aws import aws_weights, prompt_token_positions
+from gazeclip_cli.core.analyze.common import load_models, select
+from gazeclip_cli.core.analyze.features import feature_map, silhouette
+from gazeclip_cli.core.analyze.heatmaps import heatmaps
+from gazeclip_cli.core.data.cache import load_rgb
+from gazeclip_cli.core.errors import DataError
+from gazeclip_cli.core.inference.gradcam import grad_cam
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def test_rows(synthetic):
+    return select([synthetic.cache], ["test"]).rows
+
+
+def test_tsne_input_rows_are_the_models_visual_features(synthetic, test_rows):
+    folders = load_models([synthetic.model, synthetic.model_no_aws])
+    result = feature_map(folders, test_rows, per_class=3, perplexity=5, seed=4)
+    assert len(result.samples) == 9 * 3 and len(result.panels) == 2
+    picked = [test_rows[i] for i in result.samples]
+    assert {r.generator for r in picked} == {r.generator for r in test_rows}
+    for (folder, _), panel in zip(folders, result.panels, strict=True):
+        model = folder.model
+        images = torch.stack([load_rgb(r.crop, model.cfg.clip.vision.image_size) for r in picked])
+        gaze = torch.tensor(
+            [r.gaze for r in picked], dtype=torch.float32
+        )  # what evaluate reads: cached angles
+        with torch.no_grad():
+            expected, _ = model.visual(images, gaze=gaze)
+        np.testing.assert_allclose(panel.features, expected.numpy(), rtol=1e-5, atol=1e-6)
+        assert panel.embedding.shape == (27, 2) and panel.perplexity == 5
+    again = feature_map(folders[:1], test_rows, per_class=3, perplexity=5, seed=4)
+    assert again.samples == result.samples  # the seed fixes the samples
+    np.testing.assert_allclose(again.panels[0].embedding, result.panels[0].embedding)  # and the t-SNE
+    with pytest.raises(DataError, match=r"fewer rows than the 5 asked \(--per-class\)"):
+        feature_map(folders, test_rows, per_class=5)
+
+
+def test_silhouette_matches_its_definition():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 1.0], [0.7, 0.7]])
+    labels = ["a", "a", "b", "b", "b"]
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    d = 1.0 - unit @ unit.T  # cosine distance
+    scores = []
+    for i, li in enumerate(labels):
+        own = [d[i, j] for j, lj in enumerate(labels) if lj == li and j != i]
+        other = [d[i, j] for j, lj in enumerate(labels) if lj != li]
+        a, b = np.mean(own), np.mean(other)
+        scores.append((b - a) / max(a, b))
+    assert silhouette(x, labels) == pytest.approx(np.mean(scores), rel=1e-9)
+    assert silhouette(x, ["a"] * 5) is None and silhouette(x, list("abcde")) is None
+
+
+def test_features_cli_writes_points_summary_and_inputs(synthetic, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["analyze", "features", str(synthetic.cache), "-m", str(synthetic.model), "--per-class", "2",
+         "--perplexity", "4", "--device", "cpu", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with open(out / "features.csv", newline="") as fh:
+        points = list(csv.DictReader(fh))
+    assert len(points) == 18 and {p["split"] for p in points} == {"test"}
+    stored = np.load(out / "features.npz")
+    assert stored["features_0"].shape == (18, 32) and list(stored["sample_id"]) == [
+        p["sample_id"] for p in points
+    ]
+    data = json.loads((out / "features.json").read_text())
+    assert data["inputs"]["models"][0]["weights_sha256"] and data["per_class"] == 2
+    summary = data["panels"][0]
+    assert summary["silhouette_generator"] == pytest.approx(
+        silhouette(stored["features_0"], [p["generator"] for p in points]), rel=1e-9
+    )
+    assert f"{summary['silhouette_generator']:.3f}" in result.stdout
+    assert (out / "features.png").is_file()
+
+
+def test_heatmaps_are_grad_cam_of_each_sample_and_refuse_a_model_without_gie(synthetic, test_rows, tmp_path):
+    folders = load_models([synthetic.model, synthetic.model_no_aws])
+    result = heatmaps(folders, test_rows, per_generator=1, generators=["SwapBlend", "RealWild"], seed=2)
+    assert [test_rows[i].generator for i in result.samples] == ["SwapBlend", "RealWild"]
+    for (folder, _), cells in zip(folders, result.cells, strict=True):
+        for i, cell in zip(result.samples, cells, strict=True):
+            model = folder.model
+            direct = grad_cam(
+                model, load_rgb(test_rows[i].crop, model.cfg.clip.vision.image_size)[None],
+                load_rgb(test_rows[i].patch, 224)[None],
+            )  # fmt: skip
+            assert cell.class_index == direct.class_index and cell.logit == pytest.approx(
+                direct.logit, rel=1e-5
+            )
+            np.testing.assert_allclose(cell.heatmap, direct.heatmap, atol=1e-5)
+    with pytest.raises(DataError, match="use_gie = false"):
+        heatmaps(load_models([synthetic.model_no_gie]), test_rows)
+    with pytest.raises(DataError, match=r"fewer rows than the 5 asked \(--per-generator\)"):
+        heatmaps(folders, test_rows, per_generator=5)
+    out = tmp_path / "out"
+    cli = runner.invoke(
+        app,
+        ["analyze", "heatmaps", str(synthetic.cache), "-m", str(synthetic.model), "-m", str(synthetic.model_no_aws),
+         "--generator", "SwapBlend", "--device", "cpu", "--out", str(out)],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    with open(out / "heatmaps.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["model"] for r in rows] == ["model", "model-no-aws"] and (out / "heatmaps.png").is_file()
+
+
+def test_aws_weights_are_the_learnt_diagonals_over_the_prompt_tokens(synthetic, tmp_path):
+    folders = load_models([synthetic.model, synthetic.model_no_aws], with_text=True)
+    result = aws_weights(folders)
+    model = folders[0][0].model
+    cfg = model.cfg
+    assert result.tokens.class_name == cfg.classes[1].name  # the first fake class
+    assert result.tokens.prompts[-1].endswith(cfg.classes[1].name)
+    words = [t for t in result.tokens.tokens if not t.startswith("<")]
+    assert "".join(words) == "".join("".join(p.lower().split()) for p in result.tokens.prompts)  # BPE pieces
+    assert words[:6] == ["a", "photo", "of", "a", "fake", "face"]
+    assert result.tokens.tokens.count("<sot>") == 4 == result.tokens.tokens.count("<eot>")
+    expected = np.stack([s.diagonal.detach().numpy() for s in model.lre.selectors])
+    np.testing.assert_array_equal(result.panels[0].diagonals, expected)
+    assert result.panels[1].diagonals is None and not result.panels[1].aws
+    pos = list(result.tokens.positions)
+    for k, (w, _) in enumerate(result.prompt_means(result.panels[0])):
+        sel = [p for p, q in zip(pos, result.tokens.prompt_of, strict=True) if q == k]
+        assert w == pytest.approx(np.abs(expected[:, sel]).mean())
+    assert prompt_token_positions(cfg, cfg.classes[0].name).prompts[0] == "a photo of a real face"
+
+
+def test_aws_refuses_a_folder_without_lre_or_aws_first(synthetic, tmp_path):
+    for folder, message in (
+        (synthetic.model_no_lre, "use_lre = false"),
+        (synthetic.model_no_aws, "aws = false"),
+    ):
+        result = runner.invoke(app, ["analyze", "aws-weights", "-m", str(folder), "--out", str(tmp_path)])
+        assert result.exit_code == 1 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    out = tmp_path / "ok"
+    result = runner.invoke(
+        app, ["analyze", "aws-weights", "-m", str(synthetic.model), "-m", str(synthetic.model_no_aws), "--out", str(out),
+              "--figure", "svg"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (out / "aws-weights.svg").read_text().lstrip().startswith("<?xml")
+    data = json.loads((out / "aws-weights.json").read_text())
+    assert [m["aws"] for m in data["models"]] == [True, False]
+    assert len(data["models"][0]["diagonals"]) == 2  # tiny-test has two text blocks
