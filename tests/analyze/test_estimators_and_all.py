@@ -128,3 +128,18 @@ def test_all_says_which_analyses_the_inputs_cannot_support(tmp_path):
         app, ["analyze", "all", str(nothing), "--no-estimators", "--out", str(tmp_path / "x")]
     )
     assert refused.exit_code == 1 and "no analysis could run" in refused.stderr
+
+
+def test_the_demos_figures_go_into_the_attribute_report(synthetic, tmp_path):
+    from gazeclip_cli.core.analyze.report import demo_figures
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
+    from gazeclip_cli.core.inference.report_html import attribute_with_report, write_report
+
+    figures = demo_figures(synthetic.cache, synthetic.model, tmp_path / "analysis", per_class=2, bootstrap=10)
+    assert [f.path.name for f in figures] == ["gaze-distance.png", "features.png"]
+    predictor = Predictor(synthetic.model, device="cpu", settings=PredictorSettings(face_mode="aligned"))
+    entry = attribute_with_report(predictor, next((synthetic.bench / "images" / "SwapBlend").glob("test-*.png")))
+    page = write_report(tmp_path / "r.html", [entry], predictor.provenance({}), figures).read_text()
+    section = page[page.index('id="analyses"') : page.index('id="provenance"')]
+    assert section.count("data:image/png;base64,") == 2
+    assert base64.b64encode(figures[0].path.read_bytes()).decode() in section

@@ -6,7 +6,6 @@ An analysis the inputs cannot support is listed with the reason instead.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import os
@@ -28,6 +27,7 @@ from gazeclip_cli.core.analyze.common import (
 )
 from gazeclip_cli.core.errors import DataError, GazeclipError
 from gazeclip_cli.core.evaluate.tables import Table
+from gazeclip_cli.core.inference.report_html import ReportFigure, figure_data_uri
 from gazeclip_cli.core.model.builder import WeightSources
 
 INDEX = "index.html"
@@ -71,11 +71,6 @@ class AllResult:
     sections: list[Section]
     index: Path
     inputs: dict[str, Any] = field(default_factory=dict)
-
-
-def _figure_uri(path: Path) -> str:
-    kind = "image/svg+xml" if path.suffix == ".svg" else "image/png"
-    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def _cell(value: Any) -> str:
@@ -122,7 +117,7 @@ def render_index(sections: Sequence[Section], inputs: dict[str, Any]) -> str:
             parts.append(f"<p class='skipped'>Not run: {html.escape(s.skipped)}</p>")
             continue
         assert s.files is not None
-        parts.append(f"<img alt='{html.escape(s.key)}' src='{_figure_uri(s.files.figure)}'>")
+        parts.append(f"<img alt='{html.escape(s.key)}' src='{figure_data_uri(s.files.figure)}'>")
         parts.extend(_table_html(t) for t in s.tables)
         names = [p.name for p in (s.files.figure, *s.files.csv, s.files.json, *s.files.extra)]
         parts.append(f"<p class='caption'>Files: {html.escape(', '.join(names))}</p>")
@@ -309,3 +304,45 @@ def _settings_record(settings: AllSettings) -> dict[str, Any]:
     record["pairs_csv"] = str(settings.pairs_csv) if settings.pairs_csv else None
     record["splits"] = list(settings.splits)
     return record
+
+
+def demo_figures(
+    cache: str | os.PathLike[str],
+    model_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    per_class: int,
+    seed: int = 0,
+    bootstrap: int = 200,
+    device: torch.device | str = "cpu",
+) -> list[ReportFigure]:
+    """The demo's analyses: Fig. 1 on the whole cache and Fig. 10 on its test split, for its HTML report."""
+    from gazeclip_cli.core.analyze import features, gaze_distance
+    from gazeclip_cli.core.analyze.gaze_source import gaze_for
+
+    out = prepare_out(out_dir)
+    selection = select([cache])
+    angles = gaze_for(selection)
+    distance = gaze_distance.gaze_distance(
+        selection.rows,
+        angles.angles,
+        gaze=angles.describe(),
+        bootstrap=bootstrap,
+        seed=seed,
+        where=selection.where,
+    )
+    distance.inputs = selection.record()
+    distance_files = gaze_distance.write_gaze_distance(distance, out)
+    test = [r for r in selection.rows if r.split == "test"]
+    folders = load_models([model_dir], device=device)
+    feature_result = features.feature_map(folders, test, per_class=per_class, seed=seed, device=device)
+    feature_result.inputs = {
+        **selection.record(),
+        "split": "test",
+        "models": [model_record(f, label) for f, label in folders],
+    }
+    feature_files = features.write_features(feature_result, test, out)
+    return [
+        ReportFigure(TITLES[k], files.figure, CAPTIONS[k])
+        for k, files in (("gaze-distance", distance_files), ("features", feature_files))
+    ]
