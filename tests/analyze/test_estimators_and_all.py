@@ -138,7 +138,9 @@ def test_the_demos_figures_go_into_the_attribute_report(synthetic, tmp_path):
     figures = demo_figures(synthetic.cache, synthetic.model, tmp_path / "analysis", per_class=2, bootstrap=10)
     assert [f.path.name for f in figures] == ["gaze-distance.png", "features.png"]
     predictor = Predictor(synthetic.model, device="cpu", settings=PredictorSettings(face_mode="aligned"))
-    entry = attribute_with_report(predictor, next((synthetic.bench / "images" / "SwapBlend").glob("test-*.png")))
+    entry = attribute_with_report(
+        predictor, next((synthetic.bench / "images" / "SwapBlend").glob("test-*.png"))
+    )
     page = write_report(tmp_path / "r.html", [entry], predictor.provenance({}), figures).read_text()
     section = page[page.index('id="analyses"') : page.index('id="provenance"')]
     assert section.count("data:image/png;base64,") == 2

@@ -62,6 +62,45 @@ def _weights(weights_dir: Path | None, overrides: dict[str, Any] | None = None) 
     return WeightSources(directory=weights_dir, overrides=overrides or {})
 
 
+def _angles(
+    selection: Any,
+    estimator: str | None,
+    estimator_file: Path | None,
+    weights_dir: Path | None,
+    device: str,
+    batch_size: int,
+    progress: Callable[[AnalysisProgress], None],
+) -> Any:
+    """The cache's gaze angles, or ``--gaze-estimator``'s on the cached patches."""
+    from gazeclip_cli.core.analyze.gaze_source import gaze_for
+    from gazeclip_cli.core.devices import resolve_device
+
+    overrides = {estimator: estimator_file} if estimator and estimator_file else {}
+    return gaze_for(
+        selection, estimator, _weights(weights_dir, overrides), resolve_device(device), batch_size, progress
+    )
+
+
+def _with_models(
+    caches: list[Path], split: str, models: list[Path], weights_dir: Path | None, device: str, figure: str
+) -> tuple[Any, Any, Any]:
+    """The rows of one split, the model folders loaded on the device, and the device; the figure format checked."""
+    from gazeclip_cli.core.analyze.common import load_models, select
+    from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.figures import check_figure_format
+
+    check_figure_format(figure)
+    selection = select(caches, [split])
+    dev = resolve_device(device)
+    return selection, load_models(models, _weights(weights_dir), device=dev), dev
+
+
+def _models_record(selection: Any, folders: Any) -> dict[str, Any]:
+    from gazeclip_cli.core.analyze.common import model_record
+
+    return {**selection.record(), "models": [model_record(f, label) for f, label in folders]}
+
+
 def _named_files(items: list[str] | None, flag: str) -> dict[str, Path]:
     out = {}
     for item in items or []:
@@ -94,22 +133,12 @@ def gaze_distance_command(
     """Fig. 1: Fréchet distance between the reals' and each generator's (pitch, yaw) Gaussian, with a bootstrap interval."""
     from gazeclip_cli.core.analyze.common import select
     from gazeclip_cli.core.analyze.gaze_distance import gaze_distance, write_gaze_distance
-    from gazeclip_cli.core.analyze.gaze_source import gaze_for
-    from gazeclip_cli.core.devices import resolve_device
     from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, split)
-    overrides = {gaze_estimator: gaze_weights} if gaze_estimator and gaze_weights else {}
     with _progress(quiet) as progress:
-        angles = gaze_for(
-            selection,
-            gaze_estimator,
-            _weights(weights_dir, overrides),
-            resolve_device(device),
-            batch_size,
-            progress,
-        )
+        angles = _angles(selection, gaze_estimator, gaze_weights, weights_dir, device, batch_size, progress)
         result = gaze_distance(
             selection.rows, angles.angles, gaze=angles.describe(), real=real, samples=samples, bootstrap=bootstrap,
             confidence=confidence, seed=seed, where=selection.where, progress=progress,
@@ -145,24 +174,14 @@ def gaze_agreement_command(
     """Fig. 7: mean cosine between the gaze of each fake and of the real face it was made from, per generator."""
     from gazeclip_cli.core.analyze.common import select
     from gazeclip_cli.core.analyze.gaze_agreement import gaze_agreement, write_gaze_agreement
-    from gazeclip_cli.core.analyze.gaze_source import gaze_for
     from gazeclip_cli.core.analyze.pairs import NAME_RULES, find_pairs
-    from gazeclip_cli.core.devices import resolve_device
     from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, split)
     pairing = find_pairs(selection.rows, pairs, NAME_RULES if name_rules else ())
-    overrides = {gaze_estimator: gaze_weights} if gaze_estimator and gaze_weights else {}
     with _progress(quiet) as progress:
-        angles = gaze_for(
-            selection,
-            gaze_estimator,
-            _weights(weights_dir, overrides),
-            resolve_device(device),
-            batch_size,
-            progress,
-        )
+        angles = _angles(selection, gaze_estimator, gaze_weights, weights_dir, device, batch_size, progress)
         result = gaze_agreement(
             selection.rows, angles.angles, pairing, gaze=angles.describe(), samples=samples, bootstrap=bootstrap,
             confidence=confidence, seed=seed, where=selection.where, progress=progress,
@@ -194,21 +213,15 @@ def heatmaps_command(
     quiet: bool = QUIET,
 ) -> None:
     """Fig. 8: Grad-CAM grid, one row per model folder (e.g. with and without gaze), samples chosen from the seed."""
-    from gazeclip_cli.core.analyze.common import load_models, model_record, select
     from gazeclip_cli.core.analyze.heatmaps import heatmaps, write_heatmaps
-    from gazeclip_cli.core.devices import resolve_device
-    from gazeclip_cli.core.figures import check_figure_format
 
-    check_figure_format(figure)
-    selection = select(caches, [split])
-    dev = resolve_device(device)
-    folders = load_models(model, _weights(weights_dir), device=dev)
+    selection, folders, dev = _with_models(caches, split, model, weights_dir, device, figure)
     with _progress(quiet) as progress:
         result = heatmaps(
             folders, selection.rows, per_generator=per_generator, generators=generator, seed=seed, device=dev,
             where=selection.where, progress=progress,
         )  # fmt: skip
-    result.inputs = {**selection.record(), "models": [model_record(f, label) for f, label in folders]}
+    result.inputs = _models_record(selection, folders)
     _show(result.table(selection.rows), write_heatmaps(result, selection.rows, out, figure))
 
 
@@ -227,21 +240,15 @@ def features_command(
     quiet: bool = QUIET,
 ) -> None:
     """Fig. 10: t-SNE of the visual features I_v_g, one panel per model folder, by generator and forgery type."""
-    from gazeclip_cli.core.analyze.common import load_models, model_record, select
     from gazeclip_cli.core.analyze.features import feature_map, write_features
-    from gazeclip_cli.core.devices import resolve_device
-    from gazeclip_cli.core.figures import check_figure_format
 
-    check_figure_format(figure)
-    selection = select(caches, [split])
-    dev = resolve_device(device)
-    folders = load_models(model, _weights(weights_dir), device=dev)
+    selection, folders, dev = _with_models(caches, split, model, weights_dir, device, figure)
     with _progress(quiet) as progress:
         result = feature_map(
             folders, selection.rows, per_class=per_class, perplexity=perplexity, seed=seed, device=dev,
             batch_size=batch_size, where=selection.where, progress=progress,
         )  # fmt: skip
-    result.inputs = {**selection.record(), "models": [model_record(f, label) for f, label in folders]}
+    result.inputs = _models_record(selection, folders)
     _show(result.table(), write_features(result, selection.rows, out, figure))
 
 

@@ -97,6 +97,31 @@ def draw_per_group(
     return {name: draw(idx, n, seed, name) for name, idx in groups.items()}
 
 
+def check_bootstrap(bootstrap: int, confidence: float) -> None:
+    """Refuse a negative resample count or a confidence outside (0, 1)."""
+    if bootstrap < 0:
+        raise ConfigError(f"--bootstrap {bootstrap}: must be 0 (no interval) or more")
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"--confidence {confidence}: must be between 0 and 1")
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap ``values`` (percentile method)."""
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(np.asarray(values, dtype=np.float64), [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def error_bars(
+    values: Sequence[float], lows: Sequence[float | None], highs: Sequence[float | None]
+) -> np.ndarray | None:
+    """matplotlib ``yerr`` (2, n) from intervals around ``values``; None when any interval is missing."""
+    if any(v is None for v in (*lows, *highs)):
+        return None
+    err = np.array([[v - lo, hi - v] for v, lo, hi in zip(values, lows, highs, strict=True)]).T
+    return np.clip(err, 0.0, None)
+
+
 def rows_of(cache: Cache, splits: Sequence[str] | None) -> list[CacheRow]:
     """The cache's rows of the given splits (all rows when ``splits`` is empty or None).
 

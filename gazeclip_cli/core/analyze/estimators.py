@@ -165,21 +165,11 @@ def plot_estimators(result: EstimatorsResult, out_dir: Path, fmt: str = "png") -
     panels = 2 if result.agreements else 1
     fig = new_figure(max(6.0, 0.7 * len(gens) * max(1, len(result.estimators)) / 2 + 2), 3.4 * panels)
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
-    _grouped(
-        axes[0],
-        gens,
-        {n: [result._cells(n, g)[0] for g in gens] for n in result.estimators},
-        "Fréchet distance (deg²)",
-    )
-    axes[0].set_title("gaze distance to the reals per estimator (Fig. 1)", fontsize=9)
-    if result.agreements:
-        _grouped(
-            axes[1],
-            gens,
-            {n: [result._cells(n, g)[1] for g in gens] for n in result.estimators},
-            "mean cosine",
-        )
-        axes[1].set_title("gaze agreement with the target per estimator (Fig. 7)", fontsize=9)
+    what = (("Fréchet distance (deg²)", "gaze distance to the reals per estimator (Fig. 1)"),
+            ("mean cosine", "gaze agreement with the target per estimator (Fig. 7)"))  # fmt: skip
+    for k, (ax, (ylabel, title)) in enumerate(zip(axes, what, strict=False)):
+        _grouped(ax, gens, {n: [result._cells(n, g)[k] for g in gens] for n in result.estimators}, ylabel)
+        ax.set_title(title, fontsize=9)
     return save_figure(fig, out_dir, STEM, fmt)
 
 

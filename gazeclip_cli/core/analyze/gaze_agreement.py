@@ -17,7 +17,10 @@ import numpy as np
 from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
     ProgressFn,
+    check_bootstrap,
     draw_per_group,
+    error_bars,
+    percentile_interval,
     prepare_out,
     seeded_rng,
     tell,
@@ -27,7 +30,7 @@ from gazeclip_cli.core.analyze.common import (
 from gazeclip_cli.core.analyze.pairs import Pair, Pairing
 from gazeclip_cli.core.data.cache import CacheRow, read_cached_rgb
 from gazeclip_cli.core.data.gaze_normalization import gaze_cosine
-from gazeclip_cli.core.errors import ConfigError, DataError
+from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.tables import Table
 from gazeclip_cli.core.figures import colours, new_figure, save_figure
 
@@ -38,13 +41,8 @@ def mean_interval(
     values: np.ndarray, resamples: int, confidence: float, rng: np.random.Generator
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values``."""
-    means = np.array(
-        [values[rng.integers(0, len(values), size=len(values))].mean() for _ in range(resamples)],
-        dtype=np.float64,
-    )
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    means = [values[rng.integers(0, len(values), size=len(values))].mean() for _ in range(resamples)]
+    return percentile_interval(np.array(means), confidence)
 
 
 @dataclass(frozen=True)
@@ -152,10 +150,7 @@ def gaze_agreement(
     Raises:
         DataError: no pairs at all, or a generator with fewer pairs than ``samples``.
     """
-    if bootstrap < 0:
-        raise ConfigError(f"--bootstrap {bootstrap}: must be 0 (no interval) or more")
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"--confidence {confidence}: must be between 0 and 1")
+    check_bootstrap(bootstrap, confidence)
     if not pairing.pairs:
         missed = sum(pairing.unmatched.values()) + sum(pairing.ambiguous.values())
         raise DataError(
@@ -227,11 +222,7 @@ def plot_gaze_agreement(
     bars = fig.add_subplot(grid[0, :])
     palette = colours(n)
     xs = np.arange(n)
-    err = None
-    if all(g.ci_low is not None for g in gens):
-        err = np.clip(
-            np.array([[g.mean_cosine - g.ci_low, g.ci_high - g.mean_cosine] for g in gens]).T, 0.0, None
-        )
+    err = error_bars([g.mean_cosine for g in gens], [g.ci_low for g in gens], [g.ci_high for g in gens])
     bars.bar(xs, [g.mean_cosine for g in gens], color=palette, yerr=err, capsize=2)
     bars.set_xticks(xs, [f"{g.generator}\n({g.pairs} pairs)" for g in gens], fontsize=7)
     bars.set_ylim(min(0.0, min(g.mean_cosine for g in gens) - 0.05), 1.0)

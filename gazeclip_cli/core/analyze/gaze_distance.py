@@ -18,8 +18,11 @@ import numpy as np
 from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
     ProgressFn,
+    check_bootstrap,
     draw_per_group,
+    error_bars,
     group_rows,
+    percentile_interval,
     prepare_out,
     seeded_rng,
     tell,
@@ -27,7 +30,7 @@ from gazeclip_cli.core.analyze.common import (
     write_json,
 )
 from gazeclip_cli.core.data.cache import CacheRow
-from gazeclip_cli.core.errors import ConfigError, DataError
+from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.tables import Table
 from gazeclip_cli.core.figures import colours, new_figure, save_figure
 
@@ -96,10 +99,7 @@ def bootstrap_interval(
         mr, cr = _stacked_fits(real, rng.integers(0, len(real), size=(b, len(real))))
         mf, cf = _stacked_fits(fake, rng.integers(0, len(fake), size=(b, len(fake))))
         values.append(frechet_distance(mr, cr, mf, cf))
-    v = np.concatenate(values)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(v, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    return percentile_interval(np.concatenate(values), confidence)
 
 
 @dataclass(frozen=True)
@@ -225,10 +225,7 @@ def gaze_distance(
         DataError: no real or no fake rows, an unknown real set, fewer rows than ``samples``.
         ConfigError: ``bootstrap`` negative or ``confidence`` outside (0, 1).
     """
-    if bootstrap < 0:
-        raise ConfigError(f"--bootstrap {bootstrap}: must be 0 (no interval) or more")
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"--confidence {confidence}: must be between 0 and 1")
+    check_bootstrap(bootstrap, confidence)
     angles_deg = np.degrees(np.asarray(angles, dtype=np.float64))
     groups = group_rows(rows)
     reals = [name for name, idx in groups.items() if rows[idx[0]].dfd == 0]
@@ -355,10 +352,7 @@ def plot_gaze_distance(result: GazeDistanceResult, out_dir: Path, fmt: str = "pn
     bars = axes[n]
     xs = np.arange(n)
     values = [g.distance for g in result.generators]
-    err = None
-    if all(g.ci_low is not None for g in result.generators):
-        err = np.array([[g.distance - g.ci_low, g.ci_high - g.distance] for g in result.generators]).T
-        err = np.clip(err, 0.0, None)
+    err = error_bars(values, [g.ci_low for g in result.generators], [g.ci_high for g in result.generators])
     bars.bar(xs, values, color=palette, yerr=err, capsize=2)
     bars.set_xticks(xs, [g.generator for g in result.generators], rotation=60, ha="right", fontsize=7)
     bars.set_ylabel("Fréchet distance (deg²)", fontsize=7)
