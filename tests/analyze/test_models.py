@@ -15,7 +15,7 @@ from gazeclip_cli.core.analyze.aws import aws_weights, prompt_token_positions
 from gazeclip_cli.core.analyze.common import load_models, select
 from gazeclip_cli.core.analyze.features import feature_map, silhouette
 from gazeclip_cli.core.analyze.heatmaps import heatmaps
-from gazeclip_cli.core.data.cache import load_rgb
+from gazeclip_cli.core.data.cache import load_rgb, read_cache
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.inference.gradcam import grad_cam
 
@@ -27,25 +27,34 @@ def test_rows(synthetic):
     return select([synthetic.cache], ["test"]).rows
 
 
+def _visual(model, rows, **gaze):
+    images = torch.stack([load_rgb(r.crop, model.cfg.clip.vision.image_size) for r in rows])
+    with torch.no_grad():
+        return model.visual(images, **gaze)[0].numpy()
+
+
 def test_tsne_input_rows_are_the_models_visual_features(synthetic, test_rows):
     folders = load_models([synthetic.model, synthetic.model_no_aws])
-    result = feature_map(folders, test_rows, per_class=3, perplexity=5, seed=4)
+    settings = [read_cache(synthetic.cache).settings]
+    result = feature_map(folders, test_rows, per_class=3, perplexity=5, seed=4, settings=settings)
     assert len(result.samples) == 9 * 3 and len(result.panels) == 2
     picked = [test_rows[i] for i in result.samples]
     assert {r.generator for r in picked} == {r.generator for r in test_rows}
+    # Another estimator made the cached angles, so the model's own reads the patches, as in evaluate.
+    patches = torch.stack([load_rgb(r.patch, 224) for r in picked])
     for (folder, _), panel in zip(folders, result.panels, strict=True):
-        model = folder.model
-        images = torch.stack([load_rgb(r.crop, model.cfg.clip.vision.image_size) for r in picked])
-        gaze = torch.tensor(
-            [r.gaze for r in picked], dtype=torch.float32
-        )  # what evaluate reads: cached angles
-        with torch.no_grad():
-            expected, _ = model.visual(images, gaze=gaze)
-        np.testing.assert_allclose(panel.features, expected.numpy(), rtol=1e-5, atol=1e-6)
+        expected = _visual(folder.model, picked, gaze_patches=patches)
+        np.testing.assert_allclose(panel.features, expected, rtol=1e-5, atol=1e-6)
         assert panel.embedding.shape == (27, 2) and panel.perplexity == 5
-    again = feature_map(folders[:1], test_rows, per_class=3, perplexity=5, seed=4)
+    again = feature_map(folders[:1], test_rows, per_class=3, perplexity=5, seed=4, settings=settings)
     assert again.samples == result.samples  # the seed fixes the samples
     np.testing.assert_allclose(again.panels[0].embedding, result.panels[0].embedding)  # and the t-SNE
+    # With no settings record to say otherwise, the cached angles are trusted (evaluate's rule too).
+    trusting = feature_map(folders[:1], test_rows, per_class=3, perplexity=5, seed=4)
+    gaze = torch.tensor([r.gaze for r in picked], dtype=torch.float32)
+    np.testing.assert_allclose(
+        trusting.panels[0].features, _visual(folders[0][0].model, picked, gaze=gaze), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(DataError, match=r"fewer rows than the 5 asked \(--per-class\)"):
         feature_map(folders, test_rows, per_class=5)
 

@@ -246,7 +246,8 @@ def features_command(
     with _progress(quiet) as progress:
         result = feature_map(
             folders, selection.rows, per_class=per_class, perplexity=perplexity, seed=seed, device=dev,
-            batch_size=batch_size, where=selection.where, progress=progress,
+            batch_size=batch_size, settings=[c.settings for c in selection.caches], where=selection.where,
+            progress=progress,
         )  # fmt: skip
     result.inputs = _models_record(selection, folders)
     _show(result.table(), write_features(result, selection.rows, out, figure))

@@ -59,6 +59,8 @@ def evaluate_command(
         efficiency=efficiency,
         weights=WeightSources(directory=weights_dir),
     )
+    if result.preprocessing_note:
+        output.warn(result.preprocessing_note)
     tables = list(result.written.tables) + (list(result.robustness.tables) if result.robustness else [])
     for table in tables:
         output.print_table(table.title, list(table.columns), [list(r) for r in table.rows])

@@ -1,7 +1,7 @@
 """Fig. 10: t-SNE of the visual features I_v_g of N samples per class, one panel per model folder.
 
 The features are the model's own ``visual()`` output on the cache's inputs, read as ``evaluate``
-reads them (cached gaze angles when every row has them, else the patches). Each panel is
+reads them (the cached gaze angles when the model's estimator made them, else the patches). Each panel is
 coloured by generator and marked by forgery type; the silhouette of the features (cosine)
 by generator and by forgery type measures the clustering the figure shows.
 """
@@ -27,7 +27,7 @@ from gazeclip_cli.core.analyze.common import (
     write_csv,
     write_json,
 )
-from gazeclip_cli.core.data.cache import CacheDataset, CacheRow
+from gazeclip_cli.core.data.cache import CacheDataset, CacheRow, CacheSettings, cached_gaze_fits
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.evaluate.tables import Table
 from gazeclip_cli.core.figures import colours, new_figure, save_figure
@@ -48,10 +48,17 @@ def visual_features(
     batch_size: int = 32,
     progress: ProgressFn | None = None,
     stage: str = "features",
+    settings: Sequence[CacheSettings | None] = (),
 ) -> np.ndarray:
-    """I_v_g of every row, (N, s) float32, in row order."""
+    """I_v_g of every row, (N, s) float32, in row order.
+
+    The caches' gaze angles are used only when every cache's settings record says this model's
+    estimator made them (``evaluate``'s rule); otherwise the model's estimator reads the patches.
+    """
     model.eval()
-    dataset = CacheDataset(list(rows), model.cfg.clip.vision.image_size)
+    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
+    cached = all(cached_gaze_fits(record, estimator) for record in settings)
+    dataset = CacheDataset(list(rows), model.cfg.clip.vision.image_size, cached)
     out, done = [], 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -164,10 +171,13 @@ def feature_map(
     seed: int = 0,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
+    settings: Sequence[CacheSettings | None] = (),
     where: str = "cache",
     progress: ProgressFn | None = None,
 ) -> FeatureMapResult:
     """I_v_g of ``per_class`` seeded samples of every generator, for each model, and their t-SNE.
+
+    ``settings``: the settings records of the caches the rows come from (see :func:`visual_features`).
 
     Raises:
         DataError: a generator has fewer rows than ``per_class``, or fewer than 5 samples in all.
@@ -185,7 +195,7 @@ def feature_map(
     panels = []
     for k, (folder, label) in enumerate(folders):
         feats = visual_features(
-            folder.model, picked, device, batch_size, progress, stage=f"features ({label})"
+            folder.model, picked, device, batch_size, progress, stage=f"features ({label})", settings=settings
         )
         tell(progress, "t-SNE", k, len(folders))
         embedding, used, kl = tsne(feats, perplexity, seed)

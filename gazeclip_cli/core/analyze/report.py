@@ -252,8 +252,8 @@ def run_all(
         def feats() -> tuple[AnalysisFiles, tuple[Table, ...]]:
             result = features.feature_map(
                 folders, model_rows, per_class=settings.per_class, perplexity=settings.perplexity,
-                seed=settings.seed, device=device, batch_size=settings.batch_size, where=selection.where,
-                progress=progress,
+                seed=settings.seed, device=device, batch_size=settings.batch_size,
+                settings=[c.settings for c in selection.caches], where=selection.where, progress=progress,
             )  # fmt: skip
             result.inputs = model_inputs
             return features.write_features(result, model_rows, out, fmt), (result.table(),)
@@ -335,7 +335,9 @@ def demo_figures(
     distance_files = gaze_distance.write_gaze_distance(distance, out)
     test = [r for r in selection.rows if r.split == "test"]
     folders = load_models([model_dir], device=device)
-    feature_result = features.feature_map(folders, test, per_class=per_class, seed=seed, device=device)
+    feature_result = features.feature_map(
+        folders, test, per_class=per_class, seed=seed, device=device, settings=[selection.caches[0].settings]
+    )
     feature_result.inputs = {
         **selection.record(),
         "split": "test",
