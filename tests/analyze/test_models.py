@@ -169,3 +169,23 @@ def test_aws_refuses_a_folder_without_lre_or_aws_first(synthetic, tmp_path):
     data = json.loads((out / "aws-weights.json").read_text())
     assert [m["aws"] for m in data["models"]] == [True, False]
     assert len(data["models"][0]["diagonals"]) == 2  # tiny-test has two text blocks
+
+
+def test_a_cache_prepared_otherwise_than_the_models_training_cache_is_refused(synthetic, tmp_path):
+    from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+    from gazeclip_cli.core.model.config import load_architecture
+    from gazeclip_cli.core.model.folder import save_model_folder
+
+    record = json.loads((synthetic.cache / "preprocessing.json").read_text())
+    record["settings"]["template_size"] = 128  # trained on faces aligned to another template size
+    model = build_gazeclip(load_architecture("tiny-test"), WeightSources(pretrained=False), seed=3)
+    folder = save_model_folder(model, tmp_path / "m", preprocessing=record)
+    for command in ("features", "heatmaps"):
+        result = runner.invoke(
+            app, ["analyze", command, str(synthetic.cache), "-m", str(folder), "--out", str(tmp_path)]
+        )
+        assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+        assert (
+            "prepared otherwise" in result.stderr
+            and "template_size 256 here, 128 in training" in result.stderr
+        )

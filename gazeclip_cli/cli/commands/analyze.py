@@ -85,20 +85,27 @@ def _with_models(
     caches: list[Path], split: str, models: list[Path], weights_dir: Path | None, device: str, figure: str
 ) -> tuple[Any, Any, Any]:
     """The rows of one split, the model folders loaded on the device, and the device; the figure format checked."""
-    from gazeclip_cli.core.analyze.common import load_models, select
+    from gazeclip_cli.core.analyze.common import check_preparation_of, load_models, select
     from gazeclip_cli.core.devices import resolve_device
     from gazeclip_cli.core.figures import check_figure_format
 
     check_figure_format(figure)
     selection = select(caches, [split])
     dev = resolve_device(device)
-    return selection, load_models(models, _weights(weights_dir), device=dev), dev
+    folders = load_models(models, _weights(weights_dir), device=dev)
+    for note in check_preparation_of(selection, folders):
+        output.warn(note)
+    return selection, folders, dev
 
 
 def _models_record(selection: Any, folders: Any) -> dict[str, Any]:
-    from gazeclip_cli.core.analyze.common import model_record
+    from gazeclip_cli.core.analyze.common import check_preparation_of, model_record
 
-    return {**selection.record(), "models": [model_record(f, label) for f, label in folders]}
+    return {
+        **selection.record(),
+        "models": [model_record(f, label) for f, label in folders],
+        "preparation_notes": check_preparation_of(selection, folders),
+    }
 
 
 def _named_files(items: list[str] | None, flag: str) -> dict[str, Path]:

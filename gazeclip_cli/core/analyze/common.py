@@ -293,3 +293,24 @@ def load_models(
         (load_model_folder(p, weights, device=device, with_text=with_text), label)
         for p, label in zip(paths, labels, strict=True)
     ]
+
+
+def check_preparation_of(selection: Selection, folders: Sequence[tuple[ModelFolder, str]]) -> list[str]:
+    """Refuse a cache prepared otherwise than a model's training cache, as ``evaluate`` does.
+
+    Returns the notes for pairs where either side records no settings (then nothing could be checked).
+
+    Raises:
+        DataError: a setting that decides the pixels differs.
+    """
+    from gazeclip_cli.core.data.cache import settings_of_model
+    from gazeclip_cli.core.evaluate.runner import check_preparation
+
+    notes = []
+    for folder, _ in folders:
+        trained = settings_of_model(folder.meta, folder.path)
+        for cache in selection.caches:
+            note = check_preparation(trained, cache.settings, folder.path, cache.folder)
+            if note and note not in notes:
+                notes.append(note)
+    return notes

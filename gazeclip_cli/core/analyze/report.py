@@ -20,6 +20,7 @@ from gazeclip_cli import __version__
 from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
     ProgressFn,
+    check_preparation_of,
     load_models,
     model_record,
     prepare_out,
@@ -104,7 +105,7 @@ def render_index(sections: Sequence[Section], inputs: dict[str, Any]) -> str:
     """The page as one HTML string."""
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>gazeclip analyses</title>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>gazeclip analyses</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>gazeclip analyses: the paper's figures</h1>",
         f"<p>Written by gazeclip {html.escape(__version__)}. Every number is also in the CSV and JSON "
@@ -240,6 +241,8 @@ def run_all(
                 Section(key, skipped=f"{selection.where}: no rows in the '{settings.model_split}' split")
             )
     if folders and model_rows:
+        preparation = check_preparation_of(selection, folders)  # a cache prepared otherwise is an error
+        model_inputs["preparation_notes"] = preparation
 
         def heat() -> tuple[AnalysisFiles, tuple[Table, ...]]:
             result = heatmaps.heatmaps(
@@ -335,6 +338,7 @@ def demo_figures(
     distance_files = gaze_distance.write_gaze_distance(distance, out)
     test = [r for r in selection.rows if r.split == "test"]
     folders = load_models([model_dir], device=device)
+    check_preparation_of(selection, folders)
     feature_result = features.feature_map(
         folders, test, per_class=per_class, seed=seed, device=device, settings=[selection.caches[0].settings]
     )
