@@ -27,10 +27,10 @@ def test_rows(synthetic):
     return select([synthetic.cache], ["test"]).rows
 
 
-def _visual(model, rows, **gaze):
-    images = torch.stack([load_rgb(r.crop, model.cfg.clip.vision.image_size) for r in rows])
+def _features(model, rows, **gaze):
+    images = torch.stack([load_rgb(r.crop, model.cfg.image_size) for r in rows])
     with torch.no_grad():
-        return model.visual(images, **gaze)[0].numpy()
+        return model.features(images, **gaze)[0].numpy()
 
 
 def test_tsne_input_rows_are_the_models_visual_features(synthetic, test_rows):
@@ -43,7 +43,7 @@ def test_tsne_input_rows_are_the_models_visual_features(synthetic, test_rows):
     # Another estimator made the cached angles, so the model's own reads the patches, as in evaluate.
     patches = torch.stack([load_rgb(r.patch, 224) for r in picked])
     for (folder, _), panel in zip(folders, result.panels, strict=True):
-        expected = _visual(folder.model, picked, gaze_patches=patches)
+        expected = _features(folder.model, picked, gaze_patches=patches)
         np.testing.assert_allclose(panel.features, expected, rtol=1e-5, atol=1e-6)
         assert panel.embedding.shape == (27, 2) and panel.perplexity == 5
     again = feature_map(folders[:1], test_rows, per_class=3, perplexity=5, seed=4, settings=settings)
@@ -53,7 +53,7 @@ def test_tsne_input_rows_are_the_models_visual_features(synthetic, test_rows):
     trusting = feature_map(folders[:1], test_rows, per_class=3, perplexity=5, seed=4)
     gaze = torch.tensor([r.gaze for r in picked], dtype=torch.float32)
     np.testing.assert_allclose(
-        trusting.panels[0].features, _visual(folders[0][0].model, picked, gaze=gaze), rtol=1e-5, atol=1e-6
+        trusting.panels[0].features, _features(folders[0][0].model, picked, gaze=gaze), rtol=1e-5, atol=1e-6
     )
     with pytest.raises(DataError, match=r"fewer rows than the 5 asked \(--per-class\)"):
         feature_map(folders, test_rows, per_class=5)
@@ -107,7 +107,7 @@ def test_heatmaps_are_grad_cam_of_each_sample_and_refuse_a_model_without_gie(syn
         for i, cell in zip(result.samples, cells, strict=True):
             model = folder.model
             direct = grad_cam(
-                model, load_rgb(test_rows[i].crop, model.cfg.clip.vision.image_size)[None],
+                model, load_rgb(test_rows[i].crop, model.cfg.image_size)[None],
                 load_rgb(test_rows[i].patch, 224)[None],
             )  # fmt: skip
             assert cell.class_index == direct.class_index and cell.logit == pytest.approx(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -81,7 +80,6 @@ def evaluate_command(
                 ]
             ],
         )
-        (out / "efficiency.json").write_text(json.dumps(e.as_dict(), indent=2) + "\n")
     output.out.print(f"tables written to {result.written.markdown.parent}")
 
 

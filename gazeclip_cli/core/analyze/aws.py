@@ -176,7 +176,7 @@ def aws_weights(folders: Sequence[tuple[ModelFolder, str]], class_name: str | No
     """
     first, _ = folders[0]
     for k, (folder, _label) in enumerate(folders):
-        if folder.model.lre is None:
+        if getattr(folder.model, "lre", None) is None:
             raise DataError(
                 f"{folder.path}: trained without the language refinement encoder (use_lre = false), "
                 "so it has no AWS word weights or text features"

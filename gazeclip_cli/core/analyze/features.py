@@ -1,9 +1,9 @@
 """Fig. 10: t-SNE of the visual features I_v_g of N samples per class, one panel per model folder.
 
-The features are the model's own ``visual()`` output on the cache's inputs, read as ``evaluate``
-reads them (the cached gaze angles when the model's estimator made them, else the patches). Each panel is
-coloured by generator and marked by forgery type; the silhouette of the features (cosine)
-by generator and by forgery type measures the clustering the figure shows.
+The features are the model's own ``features()`` output (I_v_g for GazeCLIP), read as ``evaluate``
+reads its inputs (cached gaze angles when the model's estimator made them, else the patches).
+Each panel is coloured by generator and marked by forgery type; the silhouette of the features
+(cosine) by generator and by forgery type measures the clustering the figure shows.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from gazeclip_cli.core.data.cache import CacheDataset, CacheRow, CacheSettings, 
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.evaluate.tables import Table
 from gazeclip_cli.core.figures import colours, new_figure, save_figure
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import ModelFolder
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
 
 STEM = "features"
 # Marker per forgery type, as Fig. 10 marks them; colours are per generator.
@@ -42,7 +42,7 @@ MIN_TSNE_SAMPLES = 5
 
 @torch.inference_mode()
 def visual_features(
-    model: GazeCLIP,
+    model: Detector,
     rows: Sequence[CacheRow],
     device: torch.device | str = "cpu",
     batch_size: int = 32,
@@ -50,19 +50,18 @@ def visual_features(
     stage: str = "features",
     settings: Sequence[CacheSettings | None] = (),
 ) -> np.ndarray:
-    """I_v_g of every row, (N, s) float32, in row order.
+    """The features both experts read (I_v_g for GazeCLIP) of every row, (N, F) float32, in row order.
 
     The caches' gaze angles are used only when every cache's settings record says this model's
     estimator made them (``evaluate``'s rule); otherwise the model's estimator reads the patches.
     """
     model.eval()
-    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
-    cached = all(cached_gaze_fits(record, estimator) for record in settings)
-    dataset = CacheDataset(list(rows), model.cfg.clip.vision.image_size, cached)
+    cached = all(cached_gaze_fits(record, model.gaze_estimator) for record in settings)
+    dataset = CacheDataset(list(rows), model.cfg.image_size, cached, model.uses_gaze)
     out, done = [], 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
-        features, _ = model.visual(batch["image"], gaze_patches=batch.get("patch"), gaze=batch.get("gaze"))
+        features, _ = model.features(batch["image"], gaze_patches=batch.get("patch"), gaze=batch.get("gaze"))
         out.append(features.float().cpu().numpy())  # (B, s)
         done += len(batch["index"])
         tell(progress, stage, done, len(rows))

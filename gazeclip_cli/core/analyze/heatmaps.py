@@ -126,9 +126,10 @@ def heatmaps(
         DataError: a model has no image tower, an unknown generator, fewer rows than asked.
     """
     for folder, _ in folders:
-        if folder.model.gie is None:
+        if folder.model.cam_layer() is None:
             raise DataError(
-                f"{folder.path}: trained without the image tower (use_gie = false); Grad-CAM needs the GIE"
+                f"{folder.path}: architecture '{folder.model.cfg.name}' has no spatial feature map "
+                "(e.g. use_gie = false); Grad-CAM needs the GIE or a backbone with one"
             )
     groups = group_rows(rows)
     if generators:
@@ -143,16 +144,12 @@ def heatmaps(
     done = 0
     for folder, _label in folders:
         model = folder.model
-        size = model.cfg.clip.vision.image_size
+        size = model.cfg.image_size
         names = folder.class_names
         row_cells = []
         for i in samples:
             image = load_rgb(rows[i].crop, size)[None].to(device)  # (1, 3, H, H)
-            patch = (
-                load_rgb(rows[i].patch, PATCH_SIZE)[None].to(device)
-                if model.gaze_encoder is not None
-                else None
-            )
+            patch = load_rgb(rows[i].patch, PATCH_SIZE)[None].to(device) if model.uses_gaze else None
             cam = grad_cam(model, image, patch)
             row_cells.append(HeatmapCell(cam.class_index, names[cam.class_index], cam.logit, cam.heatmap))
             done += 1

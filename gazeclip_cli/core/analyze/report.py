@@ -266,7 +266,7 @@ def run_all(
     if folders:
 
         def words() -> tuple[AnalysisFiles, tuple[Table, ...]]:
-            with_text = [item for item in folders if item[0].model.lre is not None]
+            with_text = [item for item in folders if getattr(item[0].model, "lre", None) is not None]
             first = next((k for k, (f, _) in enumerate(with_text) if f.model.lre.selectors is not None), None)
             if first is None:
                 raise DataError("no model folder given was trained with the LRE and AWS")
