@@ -189,3 +189,22 @@ def test_a_cache_prepared_otherwise_than_the_models_training_cache_is_refused(sy
             "prepared otherwise" in result.stderr
             and "template_size 256 here, 128 in training" in result.stderr
         )
+
+
+def test_a_baseline_gets_heatmaps_and_a_tsne_panel_but_no_aws(synthetic, test_rows, tmp_path):
+    from gazeclip_cli.core.model.builder import WeightSources, build_model
+    from gazeclip_cli.core.model.config import load_architecture
+    from gazeclip_cli.core.model.folder import save_model_folder
+
+    resnet = build_model(load_architecture("tiny-test-resnet"), WeightSources(pretrained=False), seed=1)
+    folder = save_model_folder(resnet, tmp_path / "resnet")
+    folders = load_models([folder, synthetic.model])
+    result = feature_map(folders, test_rows, per_class=1, perplexity=2, seed=1)
+    picked = [test_rows[i] for i in result.samples]
+    np.testing.assert_allclose(
+        result.panels[0].features, _features(folders[0][0].model, picked), rtol=1e-5, atol=1e-6
+    )
+    cams = heatmaps(folders, test_rows, generators=["FlowBlock"])
+    assert cams.cells[0][0].heatmap.shape == (64, 64) and cams.models == ["resnet", "model"]
+    with pytest.raises(DataError, match="use_lre = false"):
+        aws_weights(load_models([folder], with_text=True))

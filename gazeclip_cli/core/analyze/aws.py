@@ -178,8 +178,8 @@ def aws_weights(folders: Sequence[tuple[ModelFolder, str]], class_name: str | No
     for k, (folder, _label) in enumerate(folders):
         if getattr(folder.model, "lre", None) is None:
             raise DataError(
-                f"{folder.path}: trained without the language refinement encoder (use_lre = false), "
-                "so it has no AWS word weights or text features"
+                f"{folder.path}: architecture '{folder.model.cfg.name}' has no language refinement encoder "
+                "(use_lre = false, or a baseline without a text tower), so no AWS word weights or text features"
             )
         if k == 0 and folder.model.lre.selectors is None:
             raise DataError(
