@@ -270,6 +270,7 @@ def aws_weights_command(
     weights_dir: Path | None = WEIGHTS_DIR,
     out: Path = OUT,
     figure: str = FIGURE,
+    quiet: bool = QUIET,
 ) -> None:
     """Fig. 11: the learnt AWS diagonal of every text block over the tokens of a class's prompts."""
     from gazeclip_cli.core.analyze.aws import aws_weights, write_aws
@@ -278,7 +279,8 @@ def aws_weights_command(
 
     check_figure_format(figure)
     folders = load_models(model, _weights(weights_dir), device="cpu", with_text=True)
-    result = aws_weights(folders, class_name)
+    with _progress(quiet) as progress:
+        result = aws_weights(folders, class_name, progress)
     result.inputs = {"models": [model_record(f, label) for f, label in folders]}
     _show(result.table(), write_aws(result, out, figure))
 

@@ -18,7 +18,9 @@ import torch
 
 from gazeclip_cli.core.analyze.common import (
     AnalysisFiles,
+    ProgressFn,
     prepare_out,
+    tell,
     write_csv,
     write_json,
 )
@@ -167,7 +169,11 @@ class AwsResult:
         )
 
 
-def aws_weights(folders: Sequence[tuple[ModelFolder, str]], class_name: str | None = None) -> AwsResult:
+def aws_weights(
+    folders: Sequence[tuple[ModelFolder, str]],
+    class_name: str | None = None,
+    progress: ProgressFn | None = None,
+) -> AwsResult:
     """The AWS diagonals of the first folder (and of compared folders with AWS) and every folder's token norms.
 
     Raises:
@@ -221,6 +227,7 @@ def aws_weights(folders: Sequence[tuple[ModelFolder, str]], class_name: str | No
                 feature_norms=token_feature_norms(folder, class_name),
             )
         )
+        tell(progress, "text features", len(panels), len(folders))
     return AwsResult(tokens=tokens, panels=panels)
 
 

@@ -271,7 +271,7 @@ def run_all(
             if first is None:
                 raise DataError("no model folder given was trained with the LRE and AWS")
             ordered = [with_text[first], *(item for k, item in enumerate(with_text) if k != first)]
-            result = aws.aws_weights(ordered, settings.aws_class)
+            result = aws.aws_weights(ordered, settings.aws_class, progress)
             result.inputs = {"models": [model_record(f, label) for f, label in ordered]}
             return aws.write_aws(result, out, fmt), (result.table(),)
 
