@@ -59,7 +59,11 @@ def _by_hand(a, b):
 def test_distance_per_generator_matches_a_direct_computation(tmp_path):
     selection = select([_hand_cache(tmp_path / "c")])
     angles = gaze_for(selection)
-    result = gaze_distance(selection.rows, angles.angles, gaze=angles.describe(), bootstrap=200, seed=3)
+    events = []
+    result = gaze_distance(
+        selection.rows, angles.angles, gaze=angles.describe(), bootstrap=200, seed=3, progress=events.append
+    )
+    assert [(e.done, e.total) for e in events] == [(1, 2), (2, 2)]  # one step per generator
     by_name = {g.generator: g for g in result.generators}
     assert result.real_sets == ("Real",) and result.n_real == 4
     assert by_name["GenX"].distance == pytest.approx(_by_hand(REAL_DEG, FAKE_DEG), rel=1e-9)

@@ -199,7 +199,10 @@ def test_a_baseline_gets_heatmaps_and_a_tsne_panel_but_no_aws(synthetic, test_ro
     resnet = build_model(load_architecture("tiny-test-resnet"), WeightSources(pretrained=False), seed=1)
     folder = save_model_folder(resnet, tmp_path / "resnet")
     folders = load_models([folder, synthetic.model])
-    result = feature_map(folders, test_rows, per_class=1, perplexity=2, seed=1)
+    events = []
+    result = feature_map(folders, test_rows, per_class=1, perplexity=2, seed=1, progress=events.append)
+    assert {e.stage for e in events} == {"features (resnet)", "features (model)", "t-SNE"}
+    assert events[-1].stage == "t-SNE" and events[-1].done == events[-1].total == 2
     picked = [test_rows[i] for i in result.samples]
     np.testing.assert_allclose(
         result.panels[0].features, _features(folders[0][0].model, picked), rtol=1e-5, atol=1e-6
