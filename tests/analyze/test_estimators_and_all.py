@@ -15,10 +15,13 @@ from gazeclip_cli.cli.app import app
 from gazeclip_cli.core.analyze.common import select
 from gazeclip_cli.core.analyze.estimators import compare_estimators
 from gazeclip_cli.core.analyze.gaze_distance import gaze_distance
+from gazeclip_cli.core.analyze.pairs import find_pairs
 from gazeclip_cli.core.data.cache import load_rgb
 from gazeclip_cli.core.errors import DataError
-from gazeclip_cli.core.model.builder import WeightSources
+from gazeclip_cli.core.model.builder import WeightSources, build_frozen_gaze_estimator
+from gazeclip_cli.core.model.gaze_estimator import estimator_config
 from tests.analyze.conftest import small_estimator, write_cache
+from tests.model.test_gaze_estimators import puregaze_release
 
 runner = CliRunner()
 
@@ -77,6 +80,52 @@ def _small_cache(folder):
     cache = write_cache(folder, rows)
     (cache / "pairs.csv").write_text("fake,real\n" + "".join(f"a/{i}.png,real/{i}.png\n" for i in range(4)))
     return cache
+
+
+def _frechet_2x2(a, b):
+    """FID's formula for 2-D samples, by hand: Tr (S_a S_b)^(1/2) = sqrt(tr M + 2 sqrt(det M)), M = S_a S_b."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    m = s_a @ s_b
+    root_trace = np.sqrt(np.trace(m) + 2 * np.sqrt(np.linalg.det(m)))
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * root_trace)
+
+
+def _vector(pitchyaw):
+    p, y = pitchyaw[:, 0], pitchyaw[:, 1]
+    return np.stack([-np.cos(p) * np.sin(y), -np.sin(p), -np.cos(p) * np.cos(y)], axis=1)
+
+
+@pytest.mark.slow  # two ResNet-50 forwards on a loaded CPU: ~30 s
+def test_a_released_estimator_in_the_weights_folder_joins_the_comparison(synthetic, tmp_path):
+    # PureGaze's release (a plain torch state dict) beside small-cnn: both run, L2CS-Net (no file) is left out.
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(puregaze_release(torch.Generator().manual_seed(1)), weights / "puregaze.pt")
+    (weights / "small-cnn.safetensors").symlink_to(synthetic.weights / "small-cnn.safetensors")
+    rows = [{"generator": "Real", "dfd": 0, "path": f"real/{i}.png"} for i in range(3)]
+    rows += [{"generator": "GenA", "dfd": 1, "path": f"a/{i}.png"} for i in range(3)]
+    cache = write_cache(tmp_path / "cache", rows, seed=2)  # no cached angles: only the estimators give them
+    (cache / "pairs.csv").write_text("fake,real\n" + "".join(f"a/{i}.png,real/{i}.png\n" for i in range(3)))
+    selection = select([cache])
+    pairing = find_pairs(selection.rows, cache / "pairs.csv", rules=())
+    result = compare_estimators(selection, pairing, weights=WeightSources(directory=weights), bootstrap=0)
+    assert result.estimators == ["puregaze", "small-cnn"]
+    assert set(result.skipped) == {"eth-xgaze", "l2cs-gaze360"}
+    assert "'l2cs-gaze360'" in result.skipped["l2cs-gaze360"]
+    patches = torch.stack([load_rgb(r.patch, 224) for r in selection.rows])
+    for name in ("puregaze", "small-cnn"):
+        estimator, _ = build_frozen_gaze_estimator(estimator_config(name), WeightSources(directory=weights))
+        with torch.no_grad():
+            angles = estimator(patches).double().numpy()  # (6, 2) radians, rows in cache order
+        (dist,) = result.distances[name].generators
+        assert dist.distance == pytest.approx(
+            _frechet_2x2(np.degrees(angles[:3]), np.degrees(angles[3:])), rel=1e-4
+        )
+        (agree,) = result.agreements[name].generators
+        cosine = np.sum(_vector(angles[3:]) * _vector(angles[:3]), axis=1)  # a/i against real/i
+        assert agree.pairs == 3 and agree.mean_cosine == pytest.approx(float(cosine.mean()), abs=1e-6)
+    assert result.distances["puregaze"].gaze["estimator"] == "puregaze"
 
 
 def test_all_writes_one_self_contained_page(synthetic, tmp_path):

@@ -22,7 +22,7 @@ from gazeclip_cli.core.model.gaze_estimator import (
     GAZE_ESTIMATORS,
     PATCH_SIZE,
     GazeEstimator,
-    GazeEstimatorConfig,
+    estimator_config,
 )
 from gazeclip_cli.core.weights.locate import find_weight, sha256_file, weights_dir
 
@@ -64,11 +64,6 @@ def cached_angles(cache: Cache, rows: Sequence[CacheRow]) -> GazeAngles:
     return GazeAngles(angles=angles, label=f"cache ({name})" if name else "cache", record=record)
 
 
-def estimator_config(name: str) -> GazeEstimatorConfig:
-    """Estimator ``name`` with the weight file of the same name, as ``preprocess --gaze-estimator`` reads it."""
-    return GazeEstimatorConfig(name=name, weights=name)
-
-
 def present_estimators(
     weights: WeightSources, names: Sequence[str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
@@ -87,10 +82,11 @@ def present_estimators(
             raise ConfigError(
                 f"unknown gaze estimator '{name}' (known: {', '.join(sorted(GAZE_ESTIMATORS))})"
             )
-        if name in weights.overrides or find_weight(name, directory) is not None:
+        weight = estimator_config(name).weights  # its release's weight name, as preprocess reads it
+        if weight in weights.overrides or find_weight(weight, directory) is not None:
             present.append(name)
         else:
-            skipped[name] = f"no weight file {name!r} in {directory}"
+            skipped[name] = f"no weight file {weight!r} in {directory}"
     return present, skipped
 
 
