@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -25,15 +28,17 @@ def print_json(data: Any) -> None:
 
 
 def print_table(
-    title: str | None, columns: list[str], rows: list[list[Any]], *, console: Console = out
+    title: str | None, columns: list[str], rows: list[list[Any]], *, console: Console = out, digits: int = 2
 ) -> None:
-    """Render rows as a rich table; numbers right-aligned."""
+    """Render rows as a rich table; numbers right-aligned, floats with ``digits`` decimals."""
     table = Table(title=title, title_justify="left")
     for i, name in enumerate(columns):
         numeric = bool(rows) and all(isinstance(r[i], (int, float)) for r in rows if r[i] is not None)
         table.add_column(name, justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*["" if v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v)) for v in row])
+        table.add_row(
+            *["" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else str(v)) for v in row]
+        )
     console.print(table)
 
 
@@ -48,3 +53,28 @@ def warn(message: str) -> None:
 def error(message: str) -> None:
     """An error on stderr, one line: ``error: what went wrong and what to do``."""
     err.print(Text.assemble(("error:", "red"), " ", message))  # not markup: a message may hold [brackets]
+
+
+@contextmanager
+def stage_bars(label: str, enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage on stderr (only on a terminal); yields ``update(stage, done, total)``."""
+    if not enabled or not err.is_terminal:
+        yield lambda stage, done, total: None
+        return
+    with Progress(
+        TextColumn(label),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update

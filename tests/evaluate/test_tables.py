@@ -14,7 +14,6 @@ from gazeclip_cli.core.evaluate.metrics import RobustnessResult, evaluate_sets
 from gazeclip_cli.core.evaluate.tables import (
     load_report,
     load_robustness,
-    plot_robustness,
     report_tables,
     robustness_table,
     to_markdown,
@@ -104,13 +103,9 @@ def test_robustness_table_and_files(robustness, tmp_path):
     assert written.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_is_a_clear_error(robustness, tmp_path, monkeypatch):
-    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
-        monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(DataError, match="pip install matplotlib"):
-        plot_robustness(robustness, tmp_path / "r.png")
-    # The tables are still written when the plot is not asked for.
-    assert write_robustness(robustness, tmp_path, plot=False).plot is None
+def test_tables_without_the_plot(robustness, tmp_path):
+    written = write_robustness(robustness, tmp_path, plot=False)
+    assert written.plot is None and written.json.is_file() and not (tmp_path / "robustness.png").exists()
 
 
 def test_bad_json_files(tmp_path):

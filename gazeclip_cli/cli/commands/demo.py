@@ -79,6 +79,7 @@ def demo_command(
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     output.out.print(f"time: {stages}; total {sum(result.seconds.values()):.0f} s")
     output.out.print(f"tables: {result.evaluation.written.markdown}; HTML report: {result.report_html}")
+    output.out.print(f"analyses (Figs 1 and 10, with their CSV and JSON): {result.analysis_dir}")
     output.out.print(f"model folder: {result.train.model_dir}")
 
 

@@ -426,6 +426,8 @@ class CacheRow:
     gaze: tuple[float, float] | None  # cached (pitch, yaw), or None
     file: Path | None = None  # the source image or video; None when the row names none
     sample_id: str = ""
+    source: str = ""  # the manifest's source dataset (DF40, Celeb-DF++...), "" when not given
+    frame_index: int | None = None  # frame number within the video; None for a still image
 
 
 @dataclass(frozen=True)
@@ -478,6 +480,8 @@ def read_cache(folder: str | Path) -> Cache:
                         else None,
                         file=folder / r["path"] if r.get("path") else None,
                         sample_id=r.get("sample_id", ""),
+                        source=r.get("source", ""),
+                        frame_index=int(r["frame_index"]) if r.get("frame_index") else None,
                     )
                 )
             except (KeyError, ValueError) as exc:

@@ -260,7 +260,7 @@ def write_robustness(
     """Write ``<stem>.md``, ``<stem>.csv``, ``<stem>.json`` and, with ``plot``, ``<stem>.png``.
 
     Raises:
-        DataError: the folder cannot be written, or ``plot`` is set and matplotlib is missing.
+        DataError: the folder cannot be written.
     """
     tables = (robustness_table(result),)
     written = write_tables(tables, result.to_dict(), out_dir, stem, [f"{stem}.csv"], digits)
@@ -298,29 +298,21 @@ def plot_robustness(result: RobustnessResult | Mapping[str, RobustnessResult], p
     """Draw one panel per corruption, the metric (%) against severity, as in Fig. 6; save as PNG.
 
     ``result`` is one model's result, or several by label (one line each, as Fig. 6 compares
-    methods); several results must share corruptions, severities and metric. Uses matplotlib's
-    Agg canvas directly (no pyplot), so no global backend state is touched.
+    methods); several results must share corruptions, severities and metric. Drawn on
+    matplotlib's Agg canvas (:func:`~gazeclip_cli.core.figures.new_figure`).
 
     Raises:
-        DataError: matplotlib is not installed.
+        DataError: the file cannot be written.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise DataError(
-            "the robustness plot needs matplotlib, which is not installed; "
-            "run pip install matplotlib (or pip install 'gazeclip[dev]'), or skip the plot"
-        ) from exc
     from gazeclip_cli.core.evaluate.corruptions import CORRUPTIONS
+    from gazeclip_cli.core.figures import new_figure
 
     series = {"": result} if isinstance(result, RobustnessResult) else dict(result)
     first = next(iter(series.values()))
     n = len(first.corruptions)
     ncols = min(5, max(n, 1))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(3.0 * ncols, 2.6 * nrows + (0.4 if len(series) > 1 else 0)), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(3.0 * ncols, 2.6 * nrows + (0.4 if len(series) > 1 else 0))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for i, ax in enumerate(axes.flat):
         if i >= n:

@@ -27,7 +27,6 @@ uint8 -> (B, 3, 224, 224) in [0, 1].
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,7 @@ import torch
 from gazeclip_cli.core.data.cache import CacheSettings, PreprocessSettings, settings_of_model
 from gazeclip_cli.core.data.face_prep import FacePreparer
 from gazeclip_cli.core.data.faces import FACE_POLICIES, Face, FaceDetector, resize_crop
+from gazeclip_cli.core.data.gaze_normalization import pitchyaw_to_vector, vector_to_pitchyaw
 from gazeclip_cli.core.data.images import (
     check_readable_file,
     decode_image,
@@ -594,10 +594,10 @@ def camera_gaze(pitch: float, yaw: float, rotation: np.ndarray | None) -> tuple[
 
     The estimator sees the normalised patch, so its angles are in the virtual camera; the
     rotation of the normalisation (camera -> normalised camera) undoes that. Conventions
-    as ETH-XGaze: vector = (-cos p sin y, -sin p, -cos p cos y).
+    as ETH-XGaze (:func:`~gazeclip_cli.core.data.gaze_normalization.pitchyaw_to_vector`).
     """
-    vec = np.array([-math.cos(pitch) * math.sin(yaw), -math.sin(pitch), -math.cos(pitch) * math.cos(yaw)])
+    vec = pitchyaw_to_vector(np.array([[pitch, yaw]]))[0]
     if rotation is not None:
         vec = np.asarray(rotation, dtype=np.float64).T @ vec  # normalised camera -> source camera
-    vec /= np.linalg.norm(vec)
-    return float(math.asin(-vec[1])), float(math.atan2(-vec[0], -vec[2]))
+    p, y = vector_to_pitchyaw(vec[None])[0]
+    return float(p), float(y)

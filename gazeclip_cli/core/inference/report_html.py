@@ -47,6 +47,22 @@ class ReportEntry:
     heatmaps: list[GradCam | None] = field(default_factory=list)  # per prepared face, in order
 
 
+@dataclass(frozen=True)
+class ReportFigure:
+    """A figure file (PNG or SVG) the report embeds, e.g. an analysis of the data the model saw."""
+
+    title: str
+    path: Path
+    caption: str = ""
+
+
+def figure_data_uri(path: str | os.PathLike[str]) -> str:
+    """A PNG or SVG file as a ``data:`` URI."""
+    path = Path(path)
+    kind = "image/svg+xml" if path.suffix.lower() == ".svg" else "image/png"
+    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 def png_base64(image: np.ndarray) -> str:
     """RGB uint8 (H, W, 3) or grey (H, W) -> a ``data:`` URI of a PNG."""
     buf = io.BytesIO()
@@ -198,8 +214,10 @@ def _face_html(entry: ReportEntry, index: int, names: Sequence[str], threshold: 
     )
 
 
-def render_report(entries: Sequence[ReportEntry], provenance: Provenance) -> str:
-    """The whole report as one HTML string."""
+def render_report(
+    entries: Sequence[ReportEntry], provenance: Provenance, figures: Sequence[ReportFigure] = ()
+) -> str:
+    """The whole report as one HTML string; ``figures`` go in a section before the provenance."""
     names = provenance.model.class_names
     threshold = float(provenance.settings.get("threshold", 0.9))
     parts = [
@@ -225,6 +243,13 @@ def render_report(entries: Sequence[ReportEntry], provenance: Provenance) -> str
             parts.append(_face_html(entry, i, names, threshold))
         for failure in res.face_failures:
             parts.append(f'<p class="error">{html.escape(failure.error)}</p>')
+    if figures:
+        parts.append('<h2 id="analyses">Analyses</h2>')
+    for fig in figures:
+        parts.append(
+            f'<h3>{html.escape(fig.title)}</h3><figure><img class="photo" alt="{html.escape(fig.title)}" '
+            f'src="{figure_data_uri(fig.path)}"><figcaption>{html.escape(fig.caption)}</figcaption></figure>'
+        )
     prov = provenance.as_dict()
     parts.append('<h2 id="provenance">Provenance</h2>')
     parts.append(_kv_table(_flatten("", prov)))
@@ -248,11 +273,14 @@ def attribute_with_report(predictor: Predictor, path: str | os.PathLike[str]) ->
 
 
 def write_report(
-    path: str | os.PathLike[str], entries: Sequence[ReportEntry], provenance: Provenance
+    path: str | os.PathLike[str],
+    entries: Sequence[ReportEntry],
+    provenance: Provenance,
+    figures: Sequence[ReportFigure] = (),
 ) -> Path:
     """Write the report atomically (a temporary file renamed into place); returns its path."""
     path = Path(path)
-    text = render_report(entries, provenance)
+    text = render_report(entries, provenance, figures)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open(): the user's umask applies
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
