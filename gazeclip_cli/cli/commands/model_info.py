@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 
 
 def model_info_command(
     architecture: str = typer.Option(
-        "gazeclip-vit-b-32", "--architecture", "-a", help="Named architecture or a .toml path."
+        "gazeclip-vit-b-32",
+        "--architecture",
+        "-a",
+        metavar="NAME",
+        help="Named architecture (listed by `gazeclip models`) or a .toml path.",
     ),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    fmt: str = options.format_option("the counts"),
 ) -> None:
     """Parameters (total, trainable, frozen) per module and FLOPs per image (test and train paths).
 
     Counts need no weight files: the towers are built with random values of the right shapes.
     """
-    if fmt not in ("table", "json"):
-        raise typer.BadParameter("must be 'table' or 'json'", param_hint="--format")
     from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
     from gazeclip_cli.core.model.config import load_architecture
     from gazeclip_cli.core.model.info import PAPER_TABLE_VII, model_info
@@ -45,7 +47,7 @@ def model_info_command(
             ["train (+ LRE, one prompt set)", info.train_path_flops / g, info.train_path_flops / 2 / g],
         ],
     )
-    output.out.print(
+    output.prose(
         f"Paper, Table VII: {PAPER_TABLE_VII['params_m']:.2f} M parameters, {PAPER_TABLE_VII['gflops']:.2f} GFLOPs, "
         f"{PAPER_TABLE_VII['seconds_per_image_a100']} s per image on an A100. Why ours differs: README, 'model-info'."
     )

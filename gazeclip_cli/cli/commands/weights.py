@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 from gazeclip_cli.core.weights.fetch import fetch_weight
 from gazeclip_cli.core.weights.locate import (
     KNOWN_WEIGHTS,
@@ -20,16 +20,12 @@ weights_app = typer.Typer(
     help="Pretrained weights: what is present, and fetching them.", invoke_without_command=True
 )
 
-WEIGHTS_DIR_OPTION = typer.Option(
-    None, "--weights-dir", help="Weights folder (default: $GAZECLIP_WEIGHTS_DIR or models/weights)."
-)
-
 
 @weights_app.callback()
 def weights_status(
     ctx: typer.Context,
-    directory: Path | None = WEIGHTS_DIR_OPTION,
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    directory: Path | None = options.weights_dir_option(),
+    fmt: str = options.format_option("each weight's status"),
 ) -> None:
     """Show which pretrained weights are present (with SHA-256) and what is missing."""
     if ctx.invoked_subcommand is not None:
@@ -68,22 +64,24 @@ def weights_status(
     )
     for r in rows:
         if r["missing"]:
-            output.out.print(f"- {r['missing']}")
+            output.prose(f"- {r['missing']}")
 
 
 @weights_app.command("fetch")
 def weights_fetch(
-    names: list[str] = typer.Argument(None, help="Weights to fetch (default: all)."),
-    directory: Path | None = WEIGHTS_DIR_OPTION,
+    names: list[str] = typer.Argument(
+        None, metavar="NAME...", help="Weights to fetch (default: all).", show_default=False
+    ),
+    directory: Path | None = options.weights_dir_option(),
 ) -> None:
     """Download CLIP weights through open_clip (needs internet); say how to get ETH-XGaze's by hand."""
     folder = weights_dir(directory)
     for name in names or list(KNOWN_WEIGHTS):
         result = fetch_weight(name, folder)
         if result.path:
-            output.out.print(f"{name}: {result.instructions} -> {result.path} (sha256 {result.sha256})")
+            output.prose(f"{name}: {result.instructions} -> {result.path} (sha256 {result.sha256})")
         else:
-            output.out.print(f"{name}: {result.instructions}")
+            output.prose(f"{name}: {result.instructions}")
 
 
 def register(app: typer.Typer) -> None:

@@ -68,7 +68,7 @@ from gazeclip_cli.core.data.faces import (
     crop_square,
     select_faces,
 )
-from gazeclip_cli.core.data.frame_sampling import frame_indices
+from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO, frame_indices
 from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings, normalise_face
 from gazeclip_cli.core.data.images import (
     MAX_PIXELS,
@@ -83,6 +83,7 @@ from gazeclip_cli.core.data.images import (
     read_file_bytes,
 )
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS, read_manifest
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, DataError, InputError
 
 CACHE_VERSION = 1
@@ -100,7 +101,6 @@ PREPROCESSED_COLUMNS: tuple[str, ...] = (
     "face_score",
 )
 FAILURE_COLUMNS = ("path", "reason")
-DEFAULT_FRAMES_PER_VIDEO = 10
 # Failure kinds counted in the summary.
 FAILURE_KINDS = ("unreadable", "no_face", "head_pose", "duplicate", "missing_frame")
 
@@ -1033,15 +1033,7 @@ def preprocess(
         DataError: the source is missing or malformed, the folder is in use, or a write fails.
         ConfigError: the settings do not fit the estimator.
     """
-    if isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise ConfigError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
-    else:
-        dev = device
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    dev = resolve_device(device)
     if gaze_estimator is not None and settings.patch.size != 224:
         raise ConfigError(
             f"the gaze estimator reads 224 x 224 patches; the patch size is {settings.patch.size}"

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
-from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
+from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, CORRUPTIONS, corrupt
 from gazeclip_cli.core.evaluate.metrics import (
     EvaluationReport,
     SetPredictions,
@@ -28,13 +29,24 @@ from gazeclip_cli.core.evaluate.metrics import (
 )
 from gazeclip_cli.core.evaluate.tables import WrittenTables, write_report, write_robustness
 from gazeclip_cli.core.model.builder import WeightSources
-from gazeclip_cli.core.model.folder import load_model_folder
+from gazeclip_cli.core.model.folder import SYNTHETIC_NOTICE, load_model_folder, trained_on_synthetic
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.info import model_info
 from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
-from gazeclip_cli.core.train.trainer import pick_device
 
-Progress = Callable[[str, dict[str, Any]], None]
+
+@dataclass(frozen=True)
+class EvaluateProgress:
+    """Reported after every batch of predictions, in every pass over the split."""
+
+    pass_name: str  # "clean", or a corruption's title and severity, e.g. "JPEG compression, severity 2"
+    pass_index: int  # 1-based: the clean pass, then each corruption x severity
+    passes: int  # 1 + corruptions x severities
+    done: int  # faces predicted in this pass
+    total: int  # faces in the split
+
+
+Progress = Callable[[EvaluateProgress], None]
 
 
 @dataclass
@@ -58,6 +70,8 @@ class EvaluateResult:
     written: WrittenTables
     robustness: WrittenTables | None = None
     efficiency: EfficiencyResult | None = None
+    split: str = "test"  # the cache split evaluated
+    notice: str | None = None  # set when the model learned from the synthetic demo benchmark
 
 
 class CorruptedDataset(Dataset):
@@ -91,9 +105,10 @@ def run_predictions(
     device: torch.device,
     batch_size: int,
     workers: int,
-    progress: Progress | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax attribution (N, x) and detection (N, 2) probabilities, in dataset order."""
+    """Softmax attribution (N, x) and detection (N, 2) probabilities, in dataset order;
+    ``progress(done, total)`` after each batch."""
     model.eval()
     att, det = [], []
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
@@ -105,7 +120,7 @@ def run_predictions(
         det.append(out.detection_logits.float().softmax(-1).cpu().numpy())
         done += len(batch["dfa"])
         if progress:
-            progress("predict", {"done": done, "total": len(dataset)})
+            progress(done, len(dataset))
     width = model.cfg.num_classes
     return (np.concatenate(att) if att else np.zeros((0, width))), (
         np.concatenate(det) if det else np.zeros((0, 2))
@@ -207,32 +222,55 @@ def evaluate_model(
     weights: WeightSources | None = None,
     progress: Progress | None = None,
 ) -> EvaluateResult:
-    """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``."""
-    dev = pick_device(device)
-    folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
-    model = folder.model
+    """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``.
+
+    Raises:
+        DataError: the split is empty, its classes are not the model's, or ``robustness`` is asked
+            for on a split without unseen sets (Fig. 6's metric is open-set ACC over unseen sets).
+    """
+    dev = resolve_device(device)
     rows = [r for r in read_cache(cache_dir) if r.split == split]
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
+    if robustness and not any(r.dfa < 0 for r in rows):
+        raise DataError(
+            f"{cache_dir}: the '{split}' split has no unseen sets (DFA label -1), and robustness measures "
+            "open-set attribution ACC over unseen sets (Fig. 6); evaluate a split with unseen sets (test)"
+        )
+    folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
+    model = folder.model
     _check_classes(model, rows)
+    passes = 1 + (len(corruptions) * len(severities) if robustness else 0)
+
+    def reporter(name: str, index: int) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(EvaluateProgress(name, index, passes, done, total))
+
     dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
-    att, det = run_predictions(model, dataset, dev, batch_size, workers, progress)
+    att, det = run_predictions(model, dataset, dev, batch_size, workers, reporter("clean", 1))
     pairing = real_pairing(rows)
     report = evaluate_sets(_sets(rows, att, det), tau=tau, pair_reals=pairing)
     out_dir = Path(out_dir)
-    written = write_report(report, out_dir)
-    result = EvaluateResult(report=report, written=written)
+    written = write_report(report, out_dir, split=split)
+    notice = SYNTHETIC_NOTICE if trained_on_synthetic(folder.meta) else None
+    result = EvaluateResult(report=report, written=written, split=split, notice=notice)
     if robustness:
         corrupted = {}
+        index = 1
         for name in corruptions:
             for severity in severities:
-                if progress:
-                    progress("corruption", {"name": name, "severity": severity})
+                index += 1
                 a, d = run_predictions(
-                    model, CorruptedDataset(dataset, name, severity), dev, batch_size, workers
+                    model,
+                    CorruptedDataset(dataset, name, severity),
+                    dev,
+                    batch_size,
+                    workers,
+                    reporter(f"{CORRUPTIONS[name].title}, severity {severity}", index),
                 )
                 corrupted[(name, severity)] = evaluate_sets(_sets(rows, a, d), tau=tau, pair_reals=pairing)
-        result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir)
+        result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir, split=split)
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
     return result

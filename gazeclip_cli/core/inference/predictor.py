@@ -50,6 +50,7 @@ from gazeclip_cli.core.data.faces import (
     resize_crop,
     select_faces,
 )
+from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
 from gazeclip_cli.core.data.gaze_normalization import (
     NormalisationSettings,
     default_camera_matrix,
@@ -58,6 +59,7 @@ from gazeclip_cli.core.data.gaze_normalization import (
     normalise_face,
 )
 from gazeclip_cli.core.data.images import (
+    check_image_file,
     check_readable_file,
     decode_image,
     display_path,
@@ -65,6 +67,7 @@ from gazeclip_cli.core.data.images import (
     read_image_bytes,
     sample_video_frames,
 )
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
 from gazeclip_cli.core.inference.gradcam import GradCam, grad_cam
 from gazeclip_cli.core.inference.provenance import (
@@ -83,27 +86,6 @@ UNKNOWN_GENERATOR = "unknown generator"
 GAZE_PATCH_SIZE = 224
 
 
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) -> a device; checked here, not at import.
-
-    Raises:
-        ConfigError: unknown device, or CUDA asked for on a machine without it.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device}: not a device (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device}: only cpu and cuda are supported")
-    return dev
-
-
 @dataclass(frozen=True)
 class PredictorSettings:
     """How faces are found and verdicts are given."""
@@ -112,7 +94,7 @@ class PredictorSettings:
     faces: str = "largest"  # face policy: largest, score or all (see core.data.faces)
     face_mode: str = "detect"  # detect: MTCNN; aligned: the image already is an aligned face crop
     batch_size: int = 16  # faces per forward pass
-    video_frames: int = 8  # frames sampled evenly from each video
+    video_frames: int = DEFAULT_FRAMES_PER_VIDEO  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
 
     def __post_init__(self) -> None:
@@ -272,6 +254,21 @@ class InputResult:
             "face_errors": [asdict(f) for f in self.face_failures],
             "video": None if self.video is None else self.video.as_dict(),
         }
+
+
+def input_problems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Inputs that cannot be read at all (missing, a folder, empty, unreadable, too large), one message
+    each: cheap checks, made before a model is loaded so that a mistyped name fails at once."""
+    problems = []
+    for path in paths:
+        try:
+            if is_video_path(path):
+                check_readable_file(path)
+            else:
+                check_image_file(path)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def error_reason(message: str, path: str) -> str:
@@ -549,6 +546,22 @@ class Predictor:
             unknown=top[0].probability < self.settings.threshold,
             top=top,
         )
+
+    def describe(self, v: FacePrediction | VideoVerdict) -> str:
+        """The two experts' verdicts in words for a person: real or fake, and by what (or unknown)."""
+        real_source = self.class_names.index(v.generator) in self.real_classes
+        reach = f"no known class reaches p {self.settings.threshold:g}"
+        if v.unknown and v.verdict == "real":
+            return f"real, from a source unlike any the model knows ({reach})"
+        if v.unknown:
+            return f"fake, made by an unknown generator ({reach})"
+        if v.verdict == "real":
+            if real_source:
+                return f"real, attributed to the real source {v.generator}"
+            return f"real by detection, yet attributed to {v.generator}: the two experts disagree"
+        if real_source:
+            return f"fake by detection, yet attributed to the real source {v.generator}: the two experts disagree"
+        return f"fake, made by {v.generator}"
 
     def gradcam(self, face: PreparedFace, class_index: int | None = None) -> GradCam:
         """Grad-CAM of one face's attribution logit (the predicted class by default) over its crop."""

@@ -11,7 +11,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
+from gazeclip_cli.core.devices import autocast_for, resolve_device
 from gazeclip_cli.core.errors import DataError, GazeclipError
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
@@ -47,26 +47,6 @@ class TrainResult:
     best_metric: float | None
     best_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GazeclipError(
-            f"device '{name}' requested but CUDA is not available here; use --device cpu or auto"
-        )
-    return device
-
-
-def autocast_for(device: torch.device, amp: str):
-    """bf16 autocast on CUDA (``auto``/``bf16``); CPU runs in fp32 unless bf16 is asked for."""
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    if not use:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -168,6 +148,7 @@ def train(
     weights: WeightSources | None = None,
     progress: Progress | None = None,
     prepare_model: Callable[[GazeCLIP], None] | None = None,
+    folder_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train on the ``train`` split of a preprocessing cache, validate on ``val``, write a model folder.
 
@@ -180,20 +161,34 @@ def train(
         progress: called with ("step" | "epoch" | "start", info); may raise to stop.
         prepare_model: called on the freshly built model before training (e.g. the demo's fitted
             gaze estimator).
+        folder_meta: more fields for the model folder's ``meta.json`` (the demo's ``synthetic``).
     """
     out_dir = Path(out_dir)
-    device = pick_device(run.device)
+    device = resolve_device(run.device)
     ctx = D.init_from_env(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _train(run, Path(cache_dir), out_dir, resume, weights, progress, prepare_model, device, ctx)
+        return _train(
+            run,
+            Path(cache_dir),
+            out_dir,
+            resume,
+            weights,
+            progress,
+            prepare_model,
+            device,
+            ctx,
+            folder_meta or {},
+        )
     finally:
         D.shutdown(ctx)
 
 
-def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx) -> TrainResult:
+def _train(
+    run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx, folder_meta
+) -> TrainResult:
     rows = read_cache(cache_dir)
     train_rows = [r for r in rows if r.split == "train"]
     val_rows = [r for r in rows if r.split == "val"]
@@ -343,6 +338,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                         "run": to_dict(run),
                         "epoch": epoch,
                         "val": {k: v for k, v in summary.items() if k.startswith("val_")},
+                        **folder_meta,
                     },
                 )
         summary["best_epoch"] = state["best_epoch"]
@@ -357,7 +353,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
             model,
             out_dir / "model",
             trained_on=_cache_fingerprint(cache_dir),
-            extra={"run": to_dict(run), "epoch": None},
+            extra={"run": to_dict(run), "epoch": None, **folder_meta},
         )
     return TrainResult(
         out_dir, out_dir / "model", state["epoch"], state["best_metric"], state["best_epoch"], history
