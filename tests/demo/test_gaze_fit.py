@@ -120,6 +120,12 @@ def test_save_and_load_round_trip_through_safetensors_and_the_weights_loader(tmp
     assert np.allclose(predict_gaze(registry, hp), expected, atol=1e-6)
 
 
+def test_the_same_estimator_saved_twice_gives_the_same_bytes(tmp_path, tiny_fit):
+    first = save_gaze_estimator(tiny_fit, tmp_path / "a.safetensors").read_bytes()
+    for i in range(4):  # the metadata has 7 keys: an unordered header would differ between writes
+        assert save_gaze_estimator(tiny_fit, tmp_path / f"b{i}.safetensors").read_bytes() == first
+
+
 def test_bad_inputs_are_typed_errors(tmp_path, tiny_sets):
     (p, g), (hp, hg) = tiny_sets
     with pytest.raises(DataError, match="one \\(pitch, yaw\\) per patch"):

@@ -187,10 +187,10 @@ def test_printable_path_keeps_rows_on_one_line():
 
 
 def test_aligned_mode_patch_is_the_data_pipelines_normalised_face(aligned_predictor, tmp_path):
+    from gazeclip_cli.core.data.cache import load_rgb
     from gazeclip_cli.core.data.faces import aligned_face, crop_aligned
     from gazeclip_cli.core.data.gaze_normalization import normalise_face
     from gazeclip_cli.core.data.images import load_image
-    from gazeclip_cli.core.train.dataset import load_rgb
 
     for size in (96, 80, 96):  # the second 96 comes from the per-size cache
         path = aligned_images(tmp_path / str(size), 1, size=size, seed=size)[0]

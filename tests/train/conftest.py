@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gazeclip_cli.core.data.preprocess import PREPROCESSED_COLUMNS
+from gazeclip_cli.core.data.cache import PREPROCESSED_COLUMNS
 
 COLUMNS = list(PREPROCESSED_COLUMNS)  # the cache format preprocess writes
 CLASSES = [("Real", 0, "Real", "Real"), ("GenA", 1, "EFS", "GAN"), ("GenB", 1, "FS", "Diffusion")]

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gazeclip_cli.cli.app import app
+from gazeclip_cli.core.data.cache import read_cache
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.runner import evaluate_model, real_pairing
-from gazeclip_cli.core.train.dataset import read_cache
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import train
 from tests.train.conftest import make_cache
@@ -44,7 +44,7 @@ def test_evaluate_writes_the_papers_tables(trained):
 
 def test_pairing_follows_seen_and_unseen_reals(trained):
     cache, _, _ = trained
-    rows = [r for r in read_cache(cache) if r.split == "test"]
+    rows = read_cache(cache).split("test")
     assert real_pairing(rows) == {"GenA": "Real", "GenB": "Real", "GenU": "RealU"}
 
 

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gazeclip_cli.cli.app import app
+from gazeclip_cli.core.data.cache import CacheDataset, read_cache
 from gazeclip_cli.core.model.folder import load_model_folder
-from gazeclip_cli.core.train.dataset import CacheDataset, read_cache
 from gazeclip_cli.core.train.distributed import DistContext
 from gazeclip_cli.core.train.trainer import predict, validation_metrics
 
@@ -83,7 +83,7 @@ def test_two_process_torchrun_metrics_equal_one_process(tiny_cache, tmp_path):
     logged = epochs[0]
     # the same model evaluated by one process gives the same validation metrics
     model = load_model_folder(out / "model").model
-    val = CacheDataset([r for r in read_cache(tiny_cache) if r.split == "val"], 64)
+    val = CacheDataset(read_cache(tiny_cache).split("val"), 64)
     single = validation_metrics(predict(model, val, model.pixel_mean.device, 4, 0, DistContext()), val)
     for key, value in single.items():
         assert logged[key] == pytest.approx(value, abs=1e-6), key

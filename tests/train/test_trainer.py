@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gazeclip_cli.core.data.cache import CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.errors import DataError, GazeclipError
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.folder import load_model_folder
 from gazeclip_cli.core.model.loss import gazeclip_loss
-from gazeclip_cli.core.train.dataset import CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.train.run_config import RunConfig, load_run_config, model_config
 from gazeclip_cli.core.train.trainer import TrainingInterrupted, epoch_order, train
 
@@ -20,7 +20,7 @@ TINY = dict(architecture="tiny-test", workers=0, device="cpu", batch_size=4, log
 
 
 def test_two_steps_lower_the_loss_on_a_fixed_batch(tiny_cache):
-    rows = [r for r in read_cache(tiny_cache) if r.split == "train"]
+    rows = read_cache(tiny_cache).split("train")
     run = RunConfig(**TINY)
     model = build_gazeclip(model_config(run, classes_of(rows)), WeightSources(pretrained=False))
     ds = CacheDataset(rows, 64)

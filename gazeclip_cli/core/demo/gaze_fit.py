@@ -341,9 +341,8 @@ def save_gaze_estimator(result: GazeFitResult, path: str | Path) -> Path:
     Raises:
         DataError: the file cannot be written.
     """
-    from safetensors.torch import save_file
+    from gazeclip_cli.core.weights.store import save_safetensors
 
-    path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in result.estimator.state_dict().items()}
     metadata = {
         "estimator": ESTIMATOR_NAME,
@@ -354,15 +353,7 @@ def save_gaze_estimator(result: GazeFitResult, path: str | Path) -> Path:
         "n_train": str(result.n_train),
         "n_heldout": str(result.n_heldout),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(tmp), metadata=metadata)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{path}: cannot write the gaze estimator ({exc.strerror})") from None
-    return path
+    return save_safetensors(state, path, metadata)
 
 
 def read_gaze_metadata(path: str | Path) -> dict[str, str]:

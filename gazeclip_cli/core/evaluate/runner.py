@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gazeclip_cli.core.data.cache import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
 from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, CORRUPTIONS, corrupt
@@ -32,7 +33,6 @@ from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import SYNTHETIC_NOTICE, load_model_folder, trained_on_synthetic
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def evaluate_model(
             for on a split without unseen sets (Fig. 6's metric is open-set ACC over unseen sets).
     """
     dev = resolve_device(device)
-    rows = [r for r in read_cache(cache_dir) if r.split == split]
+    rows = read_cache(cache_dir).split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     if robustness and not any(r.dfa < 0 for r in rows):

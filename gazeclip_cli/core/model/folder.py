@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from gazeclip_cli import __version__
 from gazeclip_cli.core.config_io import dumps_toml, read_toml, to_dict
@@ -32,6 +32,7 @@ from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.config import GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.weights.locate import sha256_file
+from gazeclip_cli.core.weights.store import save_safetensors
 
 FORMAT_VERSION = 1
 TEXT_ONLY_PREFIXES = ("lre.", "logit_scale")  # train-path tensors the test path never reads
@@ -113,9 +114,7 @@ def save_model_folder(
     folder.mkdir(parents=True, exist_ok=True)
     skip = pretrained_keys(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in skip}
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    save_safetensors(tensors, folder / WEIGHTS_FILE)
     cfg_text = dumps_toml(to_dict(model.cfg))
     _atomic_write(folder / CONFIG_FILE, cfg_text)
     meta = {

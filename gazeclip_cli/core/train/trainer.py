@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
+from gazeclip_cli.core.data.cache import CacheDataset, cache_fingerprint, classes_of, read_cache
 from gazeclip_cli.core.devices import autocast_for, resolve_device
 from gazeclip_cli.core.errors import DataError, GazeclipError
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
@@ -28,7 +29,6 @@ from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train import distributed as D
-from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 CHECKPOINT = "checkpoint.pt"
@@ -189,9 +189,8 @@ def train(
 def _train(
     run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx, folder_meta
 ) -> TrainResult:
-    rows = read_cache(cache_dir)
-    train_rows = [r for r in rows if r.split == "train"]
-    val_rows = [r for r in rows if r.split == "val"]
+    cache = read_cache(cache_dir)
+    train_rows, val_rows = cache.split("train"), cache.split("val")
     if not train_rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the 'train' split")
     cfg = model_config(run, classes_of(train_rows))
@@ -333,7 +332,7 @@ def _train(
                 save_model_folder(
                     model,
                     out_dir / "model",
-                    trained_on=_cache_fingerprint(cache_dir),
+                    trained_on=cache_fingerprint(cache_dir),
                     extra={
                         "run": to_dict(run),
                         "epoch": epoch,
@@ -352,19 +351,12 @@ def _train(
         save_model_folder(
             model,
             out_dir / "model",
-            trained_on=_cache_fingerprint(cache_dir),
+            trained_on=cache_fingerprint(cache_dir),
             extra={"run": to_dict(run), "epoch": None, **folder_meta},
         )
     return TrainResult(
         out_dir, out_dir / "model", state["epoch"], state["best_metric"], state["best_epoch"], history
     )
-
-
-def _cache_fingerprint(cache_dir: Path) -> str:
-    """SHA-256 of the cache index: what the model was trained on."""
-    from gazeclip_cli.core.weights.locate import sha256_file
-
-    return "sha256:" + sha256_file(cache_dir / CACHE_INDEX)
 
 
 __all__ = ["RunConfig", "TrainResult", "TrainingInterrupted", "asdict", "train"]

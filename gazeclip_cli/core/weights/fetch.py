@@ -60,10 +60,11 @@ def fetch_weight(
     from gazeclip_cli.core.weights.loading import read_state_dict  # torch + open_clip: only when fetching
 
     state = read_state_dict(downloaded)
-    from safetensors.torch import save_file
+    from gazeclip_cli.core.weights.store import save_safetensors
 
-    target = directory / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+    target = save_safetensors(
+        {k: v.contiguous() for k, v in state.items()}, directory / f"{name}.safetensors"
+    )
     return FetchResult(
         name, target, sha256_file(target), f"downloaded {open_clip_name}/{open_clip_tag} via open_clip"
     )
