@@ -159,7 +159,7 @@ def print_provenance(provenance: Provenance) -> None:
     """The provenance in a few lines, each word whole (a hash or a version never split)."""
     prov = provenance.as_dict()
     model = prov["model"]
-    libs = ", ".join(f"{k} {v}" for k, v in prov["libraries"].items())
+    libs = ", ".join(f"{k}=={v}" for k, v in prov["libraries"].items())  # pip's spelling: never split
     settings = prov["settings"]
     output.prose(f"model {model['path']} ({model['architecture']})")
     output.out.print(f"weights sha256 {model['weights_sha256']}")

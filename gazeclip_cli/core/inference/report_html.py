@@ -181,7 +181,7 @@ body{font-family:system-ui,sans-serif;margin:1em auto;padding:0 1em;color:#222;m
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ccc}
 .notice{background:#fff3cd;border:1px solid #c9a227;padding:.6em .8em;font-weight:bold}
 .photo{max-width:100%;height:auto;border:1px solid #ccc}.face{display:flex;gap:1.5em;margin:1em 0;flex-wrap:wrap}
-.face img{width:224px;max-width:100%;height:auto;image-rendering:auto;border:1px solid #ccc}
+.face img{display:block;width:224px;max-width:100%;height:auto;image-rendering:auto;border:1px solid #ccc}
 .face img.scale{height:12px;border:0}.facts{flex:1 1 16em;min-width:0}
 .verdict-fake{color:#c00;font-weight:bold}.verdict-real{color:#080;font-weight:bold}
 .chart{width:100%;max-width:36em}.row{display:flex;align-items:center;gap:.5em;font-size:.85em;margin:2px 0}
@@ -189,7 +189,7 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #c
 .bar{position:absolute;left:0;top:0;bottom:0;background:#7a9cc6}.bar.top{background:#2a5ca8}
 .tau{position:absolute;top:-2px;bottom:-2px;border-left:2px dashed #c60}
 .value{flex:0 0 auto;font-variant-numeric:tabular-nums}
-.kv{border-collapse:collapse;width:100%;table-layout:fixed}.kv th{width:35%;text-align:left;vertical-align:top;padding-right:1em;font-weight:normal;color:#555}
+.kv{border-collapse:collapse;width:100%;table-layout:fixed}.kv th{width:9em;text-align:left;vertical-align:top;padding-right:1em;font-weight:normal;color:#555}
 .kv td{font-family:monospace}.error{color:#c00}figure{margin:0;max-width:100%}
 figcaption{font-size:.8em;color:#555;max-width:224px}.scale-labels{display:flex;justify-content:space-between}
 pre{white-space:pre-wrap}
