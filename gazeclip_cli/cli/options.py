@@ -69,6 +69,11 @@ def frames_option() -> Any:
     )
 
 
+def out_option(metavar: str, what: str) -> Any:
+    """The required ``--out`` / ``-o`` of a command that writes one thing (a file or a folder)."""
+    return typer.Option(..., "--out", "-o", metavar=metavar, help=what, show_default=False)
+
+
 def quiet_option(what: str = "No progress bar and no summary.") -> Any:
     return typer.Option(False, "--quiet", "-q", help=what)
 

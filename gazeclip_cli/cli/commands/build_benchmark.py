@@ -33,14 +33,7 @@ def build_benchmark_command(
         help="Source dataset root, e.g. GenFace=/data/GenFace (repeat per source).",
         show_default=False,
     ),
-    out: Path = typer.Option(
-        ...,
-        "--out",
-        "-o",
-        metavar="FILE",
-        help="Manifest CSV to write; the summary JSON goes beside it.",
-        show_default=False,
-    ),
+    out: Path = options.out_option("FILE", "Manifest CSV to write; the summary JSON goes beside it."),
     seed: int | None = typer.Option(
         None, "--seed", metavar="N", help="Sampling seed (default: the protocol's seed)."
     ),

@@ -32,9 +32,7 @@ def preprocess_command(
         help="Manifest CSV from `gazeclip build-benchmark`, or a folder of images and videos.",
         show_default=False,
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", metavar="DIR", help="Output (cache) folder.", show_default=False
-    ),
+    out: Path = options.out_option("DIR", "Output (cache) folder."),
     aligned: bool = typer.Option(
         False, "--aligned", help="Inputs already are aligned face crops (GenFace, FFHQ...): no detection."
     ),

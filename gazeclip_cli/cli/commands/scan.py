@@ -34,9 +34,7 @@ def scan_command(
     dirs: list[str] = typer.Argument(
         ..., metavar="PATH...", help="Folders (scanned recursively) and files.", show_default=False
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", metavar="FILE", help="Results file, .csv or .jsonl.", show_default=False
-    ),
+    out: Path = options.out_option("FILE", "Results file, .csv or .jsonl."),
     model: str = options.model_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the scan whose results file this is."),
     batch_size: int = typer.Option(16, "--batch-size", metavar="N", help="Faces per forward pass."),

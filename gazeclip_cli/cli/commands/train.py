@@ -42,14 +42,7 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def train_command(
     ctx: typer.Context,
     cache: Path = typer.Argument(..., metavar="CACHE", help="A `gazeclip preprocess` output folder."),
-    out: Path = typer.Option(
-        ...,
-        "--out",
-        "-o",
-        metavar="DIR",
-        help="Run folder (checkpoint, metrics.jsonl, run.toml, model/).",
-        show_default=False,
-    ),
+    out: Path = options.out_option("DIR", "Run folder (checkpoint, metrics.jsonl, run.toml, model/)."),
     config: Path | None = typer.Option(
         None, "--config", "-c", metavar="FILE", help="Run config TOML (e.g. configs/train-paper.toml)."
     ),
