@@ -116,7 +116,8 @@ def test_usage_errors_are_one_line_and_exit_2(args, message):
 def test_shell_completion_completes_commands_and_options():
     assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
     script = runner.invoke(app, ["--show-completion", "bash"], prog_name="gazeclip")
-    assert script.exit_code == 0 and "_GAZECLIP_COMPLETE=complete_bash" in script.stdout
+    assert script.exit_code == 0, (script.output, script.exc_info)
+    assert "_GAZECLIP_COMPLETE=complete_bash" in script.stdout
 
     def complete(words: str) -> list[str]:
         env = {
