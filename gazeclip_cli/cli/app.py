@@ -1,8 +1,6 @@
-"""The ``gazeclip`` Typer app and the one place where errors become exit codes.
-
-Commands live in ``gazeclip_cli.cli.commands.*``; each module exposes ``register(app)``.
-Every error is one line on stderr: a core :class:`GazeclipError` exits 1, a usage error
-(bad option value, missing argument) exits 2, the shell's convention and Typer's.
+"""The ``gazeclip`` Typer app and the one place where errors become one line and an exit code:
+1 for a core :class:`GazeclipError`, 2 for a usage error. Commands live in
+``gazeclip_cli.cli.commands.*``; each module exposes ``register(app)``.
 """
 
 from __future__ import annotations

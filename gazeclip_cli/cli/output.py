@@ -1,9 +1,6 @@
-"""Everything the CLI prints goes through here: results on stdout, messages and progress on stderr.
+"""Everything the CLI prints: results on stdout; messages, errors and the one progress bar on stderr.
 
-Output fits the terminal (80 columns when stdout is not one) and never truncates: a table
-too wide splits into several, prose wraps at word boundaries, a word (a hash, a version) is
-never split, and the one progress-bar shape drops its least useful columns first. Errors
-and warnings stay one line whatever the width (``docs/INFERENCE.md``, exit codes).
+Output fits the terminal and never truncates (docs/DECISIONS.md, "The command line").
 """
 
 from __future__ import annotations
