@@ -35,7 +35,9 @@ def attribute_command(
     threshold: float = options.threshold_option(),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face found, not only the largest."),
     aligned: bool = typer.Option(
-        False, "--aligned", help="Inputs already are aligned face crops: no face detection."
+        False,
+        "--aligned",
+        help="Inputs already are aligned face crops: no face detection (a model trained on aligned faces needs no flag).",
     ),
     fmt: str = options.format_option("the verdicts and their provenance"),
     html_report: Path | None = typer.Option(
@@ -57,8 +59,8 @@ def attribute_command(
 
     settings = PredictorSettings(
         threshold=threshold,
-        faces="all" if all_faces else "largest",
-        face_mode="aligned" if aligned else "detect",
+        faces="all" if all_faces else None,  # None: the model folder's face policy
+        face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
     )
     # Everything cheap first, so that a typo fails at once rather than after the model loads.
     resolve_device(device)

@@ -115,7 +115,8 @@ def _print_result(result: DemoResult, out: Path) -> None:
     model = result.train.model_dir
     output.prose(f"model folder: {model}")
     output.prose(
-        f"attribute with it (its renders are aligned faces): gazeclip attribute IMAGE --model {model} --aligned"
+        f"attribute with it: gazeclip attribute IMAGE --model {model} (the folder records that its faces are "
+        "aligned crops, so no --aligned is needed)"
     )
 
 

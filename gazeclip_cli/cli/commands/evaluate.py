@@ -76,6 +76,8 @@ def evaluate_command(
             weights=WeightSources(directory=weights_dir),
             progress=progress,
         )
+    if result.preprocessing_note:
+        output.warn(result.preprocessing_note)
     if result.efficiency:
         (out / "efficiency.json").write_text(json.dumps(result.efficiency.as_dict(), indent=2) + "\n")
     if fmt == "json":

@@ -49,7 +49,9 @@ def scan_command(
     threshold: float = options.threshold_option(),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face found, not only the largest."),
     aligned: bool = typer.Option(
-        False, "--aligned", help="Inputs already are aligned face crops: no detection."
+        False,
+        "--aligned",
+        help="Inputs already are aligned face crops: no detection (a model trained on aligned faces needs no flag).",
     ),
     threads: int = typer.Option(
         0,
@@ -74,8 +76,8 @@ def scan_command(
 
     settings = PredictorSettings(
         threshold=threshold,
-        faces="all" if all_faces else "largest",
-        face_mode="aligned" if aligned else "detect",
+        faces="all" if all_faces else None,  # None: the model folder's face policy
+        face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
         batch_size=batch_size,
         video_frames=frames_per_video,
     )

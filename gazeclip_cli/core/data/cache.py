@@ -29,7 +29,7 @@ from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
 from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings
 from gazeclip_cli.core.data.images import MAX_PIXELS
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS
-from gazeclip_cli.core.errors import ConfigError, DataError, GazeclipError
+from gazeclip_cli.core.errors import ConfigError, DataError, GazeclipError, ModelFolderError
 from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS
 from gazeclip_cli.core.weights.locate import sha256_file
 
@@ -251,6 +251,26 @@ def read_settings(folder: str | Path) -> CacheSettings | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: unreadable ({exc}); re-run `gazeclip preprocess`") from None
     return CacheSettings.from_dict(data, str(path))
+
+
+def settings_of_model(meta: Mapping[str, Any], folder: str | os.PathLike[str]) -> CacheSettings | None:
+    """The training cache's settings record a model folder's ``meta.json`` keeps (``preprocessing.cache``).
+
+    ``None`` for a folder without one: format 1, or trained on a cache written before caches
+    recorded their settings.
+
+    Raises:
+        ModelFolderError: the record is there but malformed.
+    """
+    block = meta.get("preprocessing")
+    if not isinstance(block, Mapping) or block.get("cache") is None:
+        return None
+    return CacheSettings.from_dict(
+        block["cache"],
+        f"{Path(folder) / 'meta.json'}: preprocessing.cache",
+        error=ModelFolderError,
+        fix="the folder was edited or written by an incompatible gazeclip; restore the original folder",
+    )
 
 
 def cached_gaze_fits(record: CacheSettings | None, estimator: torch.nn.Module | None) -> bool:

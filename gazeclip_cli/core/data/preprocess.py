@@ -50,9 +50,9 @@ from gazeclip_cli.core.data.cache import (
     write_png,
     write_settings,
 )
-from gazeclip_cli.core.data.faces import Face, FaceDetector, aligned_face, crop_box, crop_square, select_faces
+from gazeclip_cli.core.data.face_prep import FacePreparer
+from gazeclip_cli.core.data.faces import Face, FaceDetector
 from gazeclip_cli.core.data.frame_sampling import frame_indices
-from gazeclip_cli.core.data.gaze_normalization import normalise_face
 from gazeclip_cli.core.data.images import (
     check_image_file,
     check_readable_file,
@@ -266,10 +266,7 @@ class _Run:
         self.batch_size = max(1, batch_size)
         self.progress = progress
         self.settings_key = settings.cache_key()
-        self.camera = None if settings.camera is None else settings.camera.matrix()
-        self.template = (
-            None if settings.aligned_template is None else np.asarray(settings.aligned_template, float)
-        )
+        self.preparer = FacePreparer(settings)
         self.stop = threading.Event()
 
         self.samples: dict[str, dict[str, str]] = {}  # journal: sample id -> sample record
@@ -517,20 +514,13 @@ class _Run:
         for shape in list(self.buckets):
             self.process(self.buckets.pop(shape))
 
-    def faces_of(self, units: list[_Unit]) -> list[list[Face]]:
-        images = [u.image for u in units]
-        if self.settings.aligned:
-            return [[aligned_face(img, self.template, self.settings.template_size)] for img in images]  # type: ignore[arg-type]
-        assert self.detector is not None
-        found = self.detector.detect(images, batch_size=len(images))  # type: ignore[arg-type]
-        return [select_faces(f, self.settings.face_policy) for f in found]  # type: ignore[arg-type]
-
     def process(self, units: list[_Unit]) -> None:
         """Detect, crop, normalise, estimate gaze and write one batch of same-size images."""
         made: list[tuple[_Unit, str, Face, np.ndarray, np.ndarray]] = []
         entries: dict[int, list[tuple[str, dict[str, str]]]] = {id(u): [] for u in units}
         new_failed: list[dict[str, str]] = []
-        for unit, faces in zip(units, self.faces_of(units), strict=True):
+        found = self.preparer.find_faces([u.image for u in units], self.detector, len(units))  # type: ignore[misc]
+        for unit, faces in zip(units, found, strict=True):
             image = unit.image
             assert image is not None
             if not faces:
@@ -540,19 +530,14 @@ class _Run:
             for k, face in enumerate(faces):
                 sid = unit.sample_id(k)
                 try:
-                    norm = normalise_face(image, face.landmarks, self.camera, self.settings.patch)
+                    inputs = self.preparer.prepare(image, face)
                 except InputError as exc:
                     reason = (f"face {k + 1} of {len(faces)}: " if len(faces) > 1 else "") + str(exc)
                     entries[id(unit)].append(self.failure("head_pose", unit.prefix() + reason))
                     new_failed.append({"sample_id": sid, "kind": "head_pose", "reason": reason})
                     continue
-                if self.settings.aligned:
-                    crop = crop_square(image, face.box, self.settings.crop_size)
-                else:
-                    crop = crop_square(
-                        image, crop_box(face.box, self.settings.crop_margin), self.settings.crop_size
-                    )
-                made.append((unit, sid, face, crop, norm.patch))
+                assert inputs.patch is not None
+                made.append((unit, sid, face, inputs.crop, inputs.patch))
                 entries[id(unit)].append(("sample", {"sample_id": sid}))  # the record is made below
             unit.image = None  # release the decoded image
         gaze = self.run_estimator([m[4] for m in made]) if self.estimator is not None and made else None

@@ -16,18 +16,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from gazeclip_cli.core.data.cache import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    CacheSettings,
+    cached_gaze_fits,
+    preparation_differences,
+    read_cache,
+    read_cached_rgb,
+    settings_of_model,
+    to_chw_float,
+)
 from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, CORRUPTIONS, corrupt
-from gazeclip_cli.core.evaluate.metrics import (
-    EvaluationReport,
-    SetPredictions,
-    evaluate_sets,
-    robustness_from_reports,
-)
+from gazeclip_cli.core.evaluate.metrics import EvaluationReport, robustness_from_reports
+from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
 from gazeclip_cli.core.evaluate.tables import WrittenTables, write_report, write_robustness
 from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import SYNTHETIC_NOTICE, load_model_folder, trained_on_synthetic
@@ -68,10 +73,39 @@ class EfficiencyResult:
 class EvaluateResult:
     report: EvaluationReport
     written: WrittenTables
+    attribution_probs: np.ndarray  # (N, x) softmax of the split's rows, in cache order
+    detection_probs: np.ndarray  # (N, 2)
+    preprocessing_note: str | None = None  # set when the cache's preparation could not be checked
     robustness: WrittenTables | None = None
     efficiency: EfficiencyResult | None = None
     split: str = "test"  # the cache split evaluated
     notice: str | None = None  # set when the model learned from the synthetic demo benchmark
+
+
+def check_preparation(
+    trained: CacheSettings | None, cache: CacheSettings | None, model_dir: str | Path, cache_dir: str | Path
+) -> str | None:
+    """Refuse a cache prepared otherwise than the model's training cache; a note when either is unrecorded.
+
+    Raises:
+        DataError: both are recorded and a setting that decides the pixels differs.
+    """
+    if trained is None or cache is None:
+        which = "the model folder" if trained is None else f"the cache {cache_dir}"
+        return (
+            f"{which} records no preprocessing settings (written by an older gazeclip): the evaluated faces are "
+            "assumed to be prepared as the training faces were"
+        )
+    differences = preparation_differences(cache.settings, trained.settings)
+    if differences:
+        listed = "; ".join(
+            f"{name} {here!r} here, {there!r} in training" for name, here, there in differences
+        )
+        raise DataError(
+            f"{cache_dir}: prepared otherwise than the cache {model_dir} was trained on ({listed}); "
+            "preprocess the test data with the model's settings (its meta.json, preprocessing.cache.settings)"
+        )
+    return None
 
 
 class CorruptedDataset(Dataset):
@@ -96,79 +130,6 @@ class CorruptedDataset(Dataset):
             "dfd": torch.tensor(r.dfd),
             "index": torch.tensor(i),
         }
-
-
-@torch.no_grad()
-def run_predictions(
-    model: GazeCLIP,
-    dataset: Dataset,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax attribution (N, x) and detection (N, 2) probabilities, in dataset order;
-    ``progress(done, total)`` after each batch."""
-    model.eval()
-    att, det = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
-    done = 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(batch["image"], gaze_patches=batch.get("patch"), gaze=batch.get("gaze"))
-        att.append(out.attribution_logits.float().softmax(-1).cpu().numpy())
-        det.append(out.detection_logits.float().softmax(-1).cpu().numpy())
-        done += len(batch["dfa"])
-        if progress:
-            progress(done, len(dataset))
-    width = model.cfg.num_classes
-    return (np.concatenate(att) if att else np.zeros((0, width))), (
-        np.concatenate(det) if det else np.zeros((0, 2))
-    )
-
-
-def _sets(rows: list[CacheRow], att: np.ndarray, det: np.ndarray) -> dict[str, SetPredictions]:
-    """One set per generator (and per real source), in first-seen order."""
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(r.generator, []).append(i)
-    out = {}
-    for name, idx in groups.items():
-        ix = np.array(idx)
-        videos = [rows[i].video_id for i in idx]
-        out[name] = SetPredictions(
-            attribution_probs=att[ix],
-            detection_probs=det[ix],
-            dfa_labels=np.array([rows[i].dfa for i in idx]),
-            dfd_labels=np.array([rows[i].dfd for i in idx]),
-            video_ids=np.array(videos) if any(videos) else None,
-        )
-    return out
-
-
-def real_pairing(rows: list[CacheRow]) -> dict[str, str]:
-    """Pair all-fake seen sets with the seen real set, all-fake unseen sets with the unseen real set."""
-    seen_real = next((r.generator for r in rows if r.dfd == 0 and r.dfa >= 0), None)
-    unseen_real = next((r.generator for r in rows if r.dfd == 0 and r.dfa < 0), None)
-    pairing = {}
-    for r in rows:
-        if r.dfd == 1 and r.generator not in pairing:
-            partner = unseen_real if r.dfa < 0 else seen_real
-            partner = partner or seen_real or unseen_real
-            if partner:
-                pairing[r.generator] = partner
-    return pairing
-
-
-def _check_classes(model: GazeCLIP, rows: list[CacheRow]) -> None:
-    names = [c.name for c in model.cfg.classes]
-    for r in rows:
-        if r.dfa >= 0 and (r.dfa >= len(names) or names[r.dfa] != r.generator):
-            expected = names[r.dfa] if r.dfa < len(names) else "nothing"
-            raise DataError(
-                f"test row '{r.generator}' has DFA label {r.dfa}, which this model calls {expected!r}; "
-                "evaluate with the protocol the model was trained on"
-            )
 
 
 def measure_efficiency(
@@ -225,11 +186,13 @@ def evaluate_model(
     """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``.
 
     Raises:
-        DataError: the split is empty, its classes are not the model's, or ``robustness`` is asked
-            for on a split without unseen sets (Fig. 6's metric is open-set ACC over unseen sets).
+        DataError: the split is empty, its classes are not the model's, its faces were prepared
+            otherwise than the training faces, or ``robustness`` is asked for on a split without
+            unseen sets (Fig. 6's metric is open-set ACC over unseen sets).
     """
     dev = resolve_device(device)
-    rows = read_cache(cache_dir).split(split)
+    cache = read_cache(cache_dir)
+    rows = cache.split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     if robustness and not any(r.dfa < 0 for r in rows):
@@ -239,37 +202,46 @@ def evaluate_model(
         )
     folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
     model = folder.model
-    _check_classes(model, rows)
+    check_classes(folder.class_names, rows, split)
+    note = check_preparation(
+        settings_of_model(folder.meta, folder.path), cache.settings, model_dir, cache_dir
+    )
+    # Cached angles only from the estimator this model runs (else the patches, as attribute does).
+    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
+    dataset = CacheDataset(
+        rows, model.cfg.clip.vision.image_size, cached_gaze_fits(cache.settings, estimator)
+    )
     passes = 1 + (len(corruptions) * len(severities) if robustness else 0)
 
-    def reporter(name: str, index: int) -> Callable[[int, int], None] | None:
+    def reporter(name: str, index: int) -> Callable[[str, dict[str, Any]], None] | None:
+        """predict_dataset's progress as this pass's :class:`EvaluateProgress`."""
         if progress is None:
             return None
-        return lambda done, total: progress(EvaluateProgress(name, index, passes, done, total))
+        return lambda _kind, info: progress(
+            EvaluateProgress(name, index, passes, info["done"], info["total"])
+        )
 
-    dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
-    att, det = run_predictions(model, dataset, dev, batch_size, workers, reporter("clean", 1))
-    pairing = real_pairing(rows)
-    report = evaluate_sets(_sets(rows, att, det), tau=tau, pair_reals=pairing)
+    att, det = predict_dataset(model, dataset, dev, batch_size, workers, progress=reporter("clean", 1))
+    report = evaluate_rows(rows, att, det, tau)
     out_dir = Path(out_dir)
     written = write_report(report, out_dir, split=split)
     notice = SYNTHETIC_NOTICE if trained_on_synthetic(folder.meta) else None
-    result = EvaluateResult(report=report, written=written, split=split, notice=notice)
+    result = EvaluateResult(report, written, att, det, preprocessing_note=note, split=split, notice=notice)
     if robustness:
         corrupted = {}
         index = 1
         for name in corruptions:
             for severity in severities:
                 index += 1
-                a, d = run_predictions(
+                a, d = predict_dataset(
                     model,
                     CorruptedDataset(dataset, name, severity),
                     dev,
                     batch_size,
                     workers,
-                    reporter(f"{CORRUPTIONS[name].title}, severity {severity}", index),
+                    progress=reporter(f"{CORRUPTIONS[name].title}, severity {severity}", index),
                 )
-                corrupted[(name, severity)] = evaluate_sets(_sets(rows, a, d), tau=tau, pair_reals=pairing)
+                corrupted[(name, severity)] = evaluate_rows(rows, a, d, tau)
         result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir, split=split)
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)

@@ -5,9 +5,13 @@ Contents:
 - ``weights.safetensors``: every tensor except the frozen pretrained tower weights, which
   come from the named weight files whose SHA-256 is recorded (a folder built on random
   towers, like the tiny demo model, holds every tensor);
-- ``meta.json``: format version, tool version, class names, preprocessing, weight-file
-  checksums, what it was trained on (``synthetic: true`` for the demo's renders), and
-  free-form training metadata.
+- ``meta.json``: format version, tool version, class names, preprocessing (the model's
+  input facts and the training cache's settings record, ``preprocessing.cache``, from which
+  ``attribute``, ``scan`` and ``evaluate`` prepare faces), weight-file checksums, what it
+  was trained on (``synthetic: true`` for the demo's renders), and free-form training metadata.
+
+Format 2 added ``preprocessing.cache``; format 1 folders still load (their record is
+missing, so readers state the defaults they assume).
 
 Nothing is unpickled: config and meta are text, weights are safetensors.
 """
@@ -34,7 +38,8 @@ from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.weights.locate import sha256_file
 from gazeclip_cli.core.weights.store import save_safetensors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: no preprocessing.cache record (the settings it implies are unknown)
 TEXT_ONLY_PREFIXES = ("lre.", "logit_scale")  # train-path tensors the test path never reads
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "weights.safetensors"
@@ -66,15 +71,22 @@ class ModelFolder:
         return [c.name for c in self.model.cfg.classes]
 
 
-def preprocessing_of(cfg: GazeCLIPConfig) -> dict[str, Any]:
-    """What the model expects its inputs to look like."""
+def preprocessing_record(cfg: GazeCLIPConfig, cache: dict[str, Any] | None) -> dict[str, Any]:
+    """``meta.json``'s ``preprocessing``: the model's input facts and the training cache's settings record.
+
+    Args:
+        cfg: the model's config (image size, pixel normalisation, gaze estimator).
+        cache: the training cache's settings record
+            (:meth:`~gazeclip_cli.core.data.cache.CacheSettings.to_dict`), or None when the
+            cache recorded none.
+    """
     return {
-        "image_size": cfg.clip.vision.image_size,
+        "image_size": cfg.clip.vision.image_size,  # the 256 crops are resized to this
         "pixel_scale": "pixels / 255",
         "pixel_norm": cfg.pixel_norm,
         "gaze_patch_size": 224,
-        "gaze_normalisation": "ETH-XGaze (focal 960, distance 600)",
         "gaze_estimator": cfg.gaze.name,
+        "cache": cache,
     }
 
 
@@ -107,9 +119,13 @@ def save_model_folder(
     folder: str | Path,
     *,
     trained_on: str = "",
+    preprocessing: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as a model folder (atomically per file); returns the folder."""
+    """Write ``model`` as a model folder (atomically per file); returns the folder.
+
+    ``preprocessing`` is the training cache's settings record (None: it recorded none).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     skip = pretrained_keys(model)
@@ -122,7 +138,7 @@ def save_model_folder(
         "tool_version": __version__,
         "architecture": model.cfg.name,
         "class_names": [c.name for c in model.cfg.classes],
-        "preprocessing": preprocessing_of(model.cfg),
+        "preprocessing": preprocessing_record(model.cfg, preprocessing),
         "weight_files": {
             name: {"file": Path(path).name, "sha256": sha256_file(Path(path))}
             for name, path in sorted(model.pretrained_files.items())
@@ -157,10 +173,11 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFolderError(f"{folder / META_FILE}: unreadable ({exc})") from None
-    if meta.get("format") != FORMAT_VERSION:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ModelFolderError(
             f"{folder}: model folder format {meta.get('format')!r} was written by an incompatible gazeclip "
-            f"(version {meta.get('tool_version', '?')}); this version reads format {FORMAT_VERSION}"
+            f"(version {meta.get('tool_version', '?')}); this version reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     return meta
 

@@ -8,6 +8,7 @@ config is saved with the run.
 from __future__ import annotations
 
 import copy
+import difflib
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
@@ -16,6 +17,7 @@ from typing import Any
 
 from gazeclip_cli.core.config_io import from_dict, read_toml
 from gazeclip_cli.core.errors import ConfigError
+from gazeclip_cli.core.evaluate.metrics import AVERAGE_KEYS, AVERAGED_METRICS
 from gazeclip_cli.core.model.config import (
     ARCHITECTURES_PACKAGE,
     GazeCLIPConfig,
@@ -43,7 +45,9 @@ class RunConfig:
     checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N steps (0 = end of epoch only)
     log_every_steps: int = 10  # step records in metrics.jsonl
     max_steps_per_epoch: int = 0  # cap on steps per epoch (0 = the whole split); for smoke runs
-    val_metric: str = "val_closed_set_acc"  # validation metric that picks the best epoch (higher is better)
+    val_metric: str = (
+        "val_seen_closed_set_acc"  # picks the best epoch (higher is better); evaluate's averages
+    )
     use_cached_gaze: bool = True  # read (pitch, yaw) from the preprocessing cache when it has them
 
     def __post_init__(self) -> None:
@@ -52,16 +56,16 @@ class RunConfig:
         if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("batch_size >= 1, epochs >= 0 and lr > 0 are required")
         if self.val_metric not in VAL_METRICS:
-            raise ValueError(f"val_metric must be one of {VAL_METRICS}")
+            close = difflib.get_close_matches(self.val_metric, VAL_METRICS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(
+                f"unknown val_metric '{self.val_metric}'; {hint}use val_<seen|unseen>_<metric>, "
+                f"metric one of {', '.join(AVERAGED_METRICS)}"
+            )
 
 
-VAL_METRICS = (
-    "val_closed_set_acc",
-    "val_open_set_acc",
-    "val_detection_auc",
-    "val_detection_acc",
-    "neg_val_loss",
-)
+# The averages evaluate prints, over the val split's seen or unseen sets (core/evaluate/metrics.py).
+VAL_METRICS = tuple(f"val_{key}" for key in AVERAGE_KEYS)
 
 
 def load_run_config(path: str | Path | None, **overrides: Any) -> RunConfig:

@@ -20,15 +20,22 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
+from gazeclip_cli.core import distributed as D
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
-from gazeclip_cli.core.data.cache import CacheDataset, cache_fingerprint, classes_of, read_cache
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    cache_fingerprint,
+    cached_gaze_fits,
+    classes_of,
+    read_cache,
+)
 from gazeclip_cli.core.devices import autocast_for, resolve_device
-from gazeclip_cli.core.errors import DataError, GazeclipError
+from gazeclip_cli.core.errors import ConfigError, DataError, GazeclipError
+from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
-from gazeclip_cli.core.train import distributed as D
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 CHECKPOINT = "checkpoint.pt"
@@ -72,60 +79,6 @@ def trainable_state(model: GazeCLIP) -> dict[str, torch.Tensor]:
     """Every tensor that is not a frozen pretrained weight (what a checkpoint must hold)."""
     skip = pretrained_keys(model)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in skip}
-
-
-@torch.no_grad()
-def predict(
-    model: GazeCLIP,
-    dataset: CacheDataset,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    ctx: D.DistContext,
-    amp: str = "off",
-) -> dict[str, np.ndarray]:
-    """Softmax outputs for every row of ``dataset`` (gathered across ranks, in row order)."""
-    model.eval()
-    indices = D.shard(list(range(len(dataset))), ctx)
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers)
-    att, det, idx = [], [], []
-    for batch in loader:
-        batch = _to(batch, device)
-        with autocast_for(device, amp):
-            out = _forward(model, batch, with_text=False)
-        att.append(out.attribution_logits.float().softmax(-1))
-        det.append(out.detection_logits.float().softmax(-1))
-        idx.append(batch["index"])
-    width = model.cfg.num_classes
-    a = torch.cat(att) if att else torch.zeros(0, width, device=device)
-    d = torch.cat(det) if det else torch.zeros(0, 2, device=device)
-    i = torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=device)
-    a, d, i = D.all_gather_tensor(a, ctx), D.all_gather_tensor(d, ctx), D.all_gather_tensor(i, ctx)
-    order = {}
-    for pos, k in enumerate(i.tolist()):
-        order.setdefault(k, pos)  # padding repeats a few rows: keep the first
-    keep = torch.tensor([order[k] for k in range(len(dataset))], dtype=torch.long, device=a.device)
-    return {"attribution": a[keep].cpu().numpy(), "detection": d[keep].cpu().numpy()}
-
-
-def validation_metrics(
-    probs: dict[str, np.ndarray], dataset: CacheDataset, tau: float = 0.9
-) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
-
-    dfa = np.array([r.dfa for r in dataset.rows])
-    dfd = np.array([r.dfd for r in dataset.rows])
-    att, det = probs["attribution"], probs["detection"]
-    pred = att.argmax(1)
-    metrics = {
-        "val_closed_set_acc": float((pred == dfa).mean()),
-        "val_open_set_acc": float(((pred == dfa) & (att.max(1) >= tau)).mean()),
-        "val_detection_acc": float((det.argmax(1) == dfd).mean()),
-    }
-    metrics["val_detection_auc"] = (
-        float(roc_auc_score(dfd, det[:, 1])) if len(set(dfd.tolist())) == 2 else float("nan")
-    )
-    return metrics
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -194,6 +147,14 @@ def _train(
     if not train_rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the 'train' split")
     cfg = model_config(run, classes_of(train_rows))
+    if val_rows:
+        check_classes([c.name for c in cfg.classes], val_rows, "val")
+        group = run.val_metric.removeprefix("val_").split("_", 1)[0]  # seen or unseen
+        if not any((r.dfa >= 0) == (group == "seen") for r in val_rows):
+            raise ConfigError(
+                f"val_metric {run.val_metric}: the val split of {cache_dir} has no {group} sets; "
+                f"pick a val_seen_* metric or add {group} rows to the val split"
+            )
     ckpt_path = out_dir / CHECKPOINT
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,8 +188,12 @@ def _train(
         else model
     )
 
-    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, run.use_cached_gaze)
-    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, run.use_cached_gaze) if val_rows else None
+    # Cached angles only from the estimator this model runs: another's would be other inputs.
+    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
+    cached_gaze = run.use_cached_gaze and cached_gaze_fits(cache.settings, estimator)
+    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, cached_gaze)
+    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, cached_gaze) if val_rows else None
+    recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
     with_text = model.lre is not None
@@ -240,6 +205,7 @@ def _train(
                 "train": len(train_set),
                 "val": len(val_set or []),
                 "device": str(device),
+                "gaze": "cached angles" if train_set.cached else "patches",
                 "epochs": run.epochs,
                 "state": dict(state),
             },
@@ -316,8 +282,11 @@ def _train(
         }
         D.broadcast_buffers(model, ctx)  # the model rank 0 saves is the model every rank validates
         if val_set is not None:
-            probs = predict(model, val_set, device, per_rank_batch, run.workers, ctx, run.amp)
-            summary.update(validation_metrics(probs, val_set))
+            # evaluate's loop and metrics: the best epoch is chosen by the numbers evaluate prints.
+            att, det = predict_dataset(
+                model, val_set, device, per_rank_batch, run.workers, ctx=ctx, amp=run.amp
+            )
+            summary.update({f"val_{k}": v for k, v in evaluate_rows(val_rows, att, det).averages().items()})
         state["epoch"] = epoch + 1
         state["step_in_epoch"] = 0
         metric = summary.get(run.val_metric)
@@ -333,6 +302,7 @@ def _train(
                     model,
                     out_dir / "model",
                     trained_on=cache_fingerprint(cache_dir),
+                    preprocessing=recorded,
                     extra={
                         "run": to_dict(run),
                         "epoch": epoch,
@@ -352,6 +322,7 @@ def _train(
             model,
             out_dir / "model",
             trained_on=cache_fingerprint(cache_dir),
+            preprocessing=recorded,
             extra={"run": to_dict(run), "epoch": None, **folder_meta},
         )
     return TrainResult(
