@@ -140,9 +140,11 @@ def print_table(
     *,
     console: Console | None = None,
     key_columns: int = 1,
+    styles: Sequence[Sequence[str | None]] | None = None,
 ) -> None:
     """Rows as a table that fits the console: split into several tables (the key columns repeated
-    in each) when too wide, cells wrapped at word boundaries; numbers right-aligned; ``None`` is ``-``."""
+    in each) when too wide, cells wrapped at word boundaries; numbers right-aligned; ``None`` is ``-``.
+    ``styles``, when given, holds a rich style (or None) per cell: values are never read as markup."""
     console = console or out
     texts = [[_cell(v) for v in row] for row in rows]
     numeric = [
@@ -171,8 +173,8 @@ def print_table(
                 width=None if widths is None else widths[k],
                 overflow="fold",
             )
-        for r in texts:
-            table.add_row(*(Text(r[c]) for c in cols))
+        for i, r in enumerate(texts):
+            table.add_row(*(Text(r[c], style=(styles[i][c] if styles else None) or "") for c in cols))
         console.print(table, soft_wrap=False)
 
 

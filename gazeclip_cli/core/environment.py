@@ -16,7 +16,7 @@ from typing import Any
 from gazeclip_cli import __version__
 from gazeclip_cli.core.cpus import cgroup_cpu_quota, usable_cores
 from gazeclip_cli.core.inference.provenance import LIBRARIES, library_versions
-from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, find_weight, weights_dir
+from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, find_weight, present_timm_weights, weights_dir
 
 # Besides the libraries that can change a verdict (provenance.LIBRARIES): the CLI's own.
 CLI_LIBRARIES = ("typer", "rich", "scikit-learn", "matplotlib")
@@ -77,7 +77,7 @@ def describe_environment(weights: str | Path | None = None) -> Environment:
 
     folder = weights_dir(weights)
     found = []
-    for name in KNOWN_WEIGHTS:
+    for name in [*KNOWN_WEIGHTS, *(n for n in present_timm_weights(folder) if n not in KNOWN_WEIGHTS)]:
         path = find_weight(name, folder)
         size = None
         if path is not None and path.is_file():

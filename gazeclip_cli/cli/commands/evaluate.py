@@ -78,8 +78,6 @@ def evaluate_command(
         )
     if result.preprocessing_note:
         output.warn(result.preprocessing_note)
-    if result.efficiency:
-        (out / "efficiency.json").write_text(json.dumps(result.efficiency.as_dict(), indent=2) + "\n")
     if fmt == "json":
         output.print_json(result_json(result))
         output.info(f"tables written to {result.written.markdown.parent}")

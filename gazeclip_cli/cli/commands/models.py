@@ -17,18 +17,18 @@ def models_command(
     fmt: str = options.format_option("architectures and model folders"),
 ) -> None:
     """Named architectures (for `train -a` and `model-info -a`) and the trained model folders found."""
+    from gazeclip_cli.core.model.builder import weight_names
     from gazeclip_cli.core.model.config import architecture_summary, list_architectures, load_architecture
     from gazeclip_cli.core.model.folder import find_model_folders, summarise_folder
 
     architectures = []
     for name in list_architectures():
         cfg = load_architecture(name)
-        weights = [w for w in (cfg.clip.weights, cfg.gaze.weights) if w]
         architectures.append(
             {
                 "name": name,
-                "image_size": cfg.clip.vision.image_size,
-                "pretrained_weights": weights,
+                "image_size": cfg.image_size,
+                "pretrained_weights": weight_names(cfg),
                 "summary": architecture_summary(name),
             }
         )

@@ -510,11 +510,15 @@ class CacheDataset(Dataset):
         rows: cache rows (one split).
         image_size: H of the model.
         use_cached_gaze: return cached angles when every row has them (else patches).
+        with_gaze: False for a model without gaze: neither angles nor patches are read.
     """
 
-    def __init__(self, rows: list[CacheRow], image_size: int, use_cached_gaze: bool = True) -> None:
+    def __init__(
+        self, rows: list[CacheRow], image_size: int, use_cached_gaze: bool = True, with_gaze: bool = True
+    ) -> None:
         self.rows = rows
         self.image_size = image_size
+        self.with_gaze = with_gaze
         self.cached = use_cached_gaze and bool(rows) and all(r.gaze is not None for r in rows)
 
     def __len__(self) -> int:
@@ -528,6 +532,8 @@ class CacheDataset(Dataset):
             "dfd": torch.tensor(r.dfd),
             "index": torch.tensor(i),
         }
+        if not self.with_gaze:
+            return item
         if self.cached:
             item["gaze"] = torch.tensor(r.gaze, dtype=torch.float32)
         else:

@@ -18,14 +18,14 @@ from gazeclip_cli.core.data.cache import CacheRow
 from gazeclip_cli.core.devices import autocast_for
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.metrics import DEFAULT_TAU, EvaluationReport, SetPredictions, evaluate_sets
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.detector import Detector
 
 Progress = Callable[[str, dict[str, Any]], None]
 
 
 @torch.no_grad()
 def predict_dataset(
-    model: GazeCLIP,
+    model: Detector,
     dataset: Dataset,
     device: torch.device,
     batch_size: int,

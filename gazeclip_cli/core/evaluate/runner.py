@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gazeclip_cli.core.data.cache import (
+    PREPROCESSED_FILE,
     CacheDataset,
     CacheSettings,
     cached_gaze_fits,
@@ -33,11 +34,19 @@ from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, CORRUPTIONS, corrupt
 from gazeclip_cli.core.evaluate.metrics import EvaluationReport, robustness_from_reports
 from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
+from gazeclip_cli.core.evaluate.result_folder import write_efficiency, write_provenance
 from gazeclip_cli.core.evaluate.tables import WrittenTables, write_report, write_robustness
 from gazeclip_cli.core.model.builder import WeightSources
-from gazeclip_cli.core.model.folder import SYNTHETIC_NOTICE, load_model_folder, trained_on_synthetic
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.model.folder import (
+    SYNTHETIC_NOTICE,
+    WEIGHTS_FILE,
+    load_model_folder,
+    model_folder_sha256,
+    trained_on_synthetic,
+)
 from gazeclip_cli.core.model.info import model_info
+from gazeclip_cli.core.weights.locate import sha256_file
 
 
 @dataclass(frozen=True)
@@ -123,25 +132,27 @@ class CorruptedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         r = self.base.rows[i]
-        return {
+        item = {
             "image": self._load(r.crop, self.base.image_size, i),
-            "patch": self._load(r.patch, 224, i),
             "dfa": torch.tensor(r.dfa),
             "dfd": torch.tensor(r.dfd),
             "index": torch.tensor(i),
         }
+        if self.base.with_gaze:
+            item["patch"] = self._load(r.patch, 224, i)
+        return item
 
 
 def measure_efficiency(
-    model: GazeCLIP, device: torch.device, batch_size: int = 32, repeats: int = 3
+    model: Detector, device: torch.device, batch_size: int = 32, repeats: int = 3
 ) -> EfficiencyResult:
     """Parameters, test-path FLOPs and seconds per image at batch 1 and batched (best of ``repeats``)."""
     info = model_info(model)
-    size = model.cfg.clip.vision.image_size
+    size = model.cfg.image_size
 
     def per_image(b: int) -> float:
         images = torch.rand(b, 3, size, size, device=device)
-        patches = torch.rand(b, 3, 224, 224, device=device)
+        patches = torch.rand(b, 3, 224, 224, device=device) if model.uses_gaze else None
         best = float("inf")
         with torch.inference_mode():
             model(images, patches)
@@ -207,9 +218,8 @@ def evaluate_model(
         settings_of_model(folder.meta, folder.path), cache.settings, model_dir, cache_dir
     )
     # Cached angles only from the estimator this model runs (else the patches, as attribute does).
-    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
     dataset = CacheDataset(
-        rows, model.cfg.clip.vision.image_size, cached_gaze_fits(cache.settings, estimator)
+        rows, model.cfg.image_size, cached_gaze_fits(cache.settings, model.gaze_estimator), model.uses_gaze
     )
     passes = 1 + (len(corruptions) * len(severities) if robustness else 0)
 
@@ -245,4 +255,21 @@ def evaluate_model(
         result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir, split=split)
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
+        write_efficiency(out_dir, result.efficiency.as_dict())
+    weights_sha = sha256_file(folder.path / WEIGHTS_FILE)
+    write_provenance(
+        out_dir,
+        cfg=model.cfg,
+        model_dir=folder.path,
+        model_meta=folder.meta,
+        model_sha256=model_folder_sha256(folder.path, folder.meta, weights_sha),
+        weights_sha256=weights_sha,
+        cache_dir=Path(cache_dir),
+        cache_index_sha256=sha256_file(Path(cache_dir) / PREPROCESSED_FILE),
+        split=split,
+        set_sizes={s.name: s.num_samples for s in report.sets},
+        tau=tau,
+        device=str(dev),
+        robustness={"corruptions": list(corruptions), "severities": list(severities)} if robustness else None,
+    )
     return result

@@ -344,8 +344,8 @@ class Predictor:
         self.model = folder.model.eval()
         self.class_names = folder.class_names
         self.real_classes = {i for i, c in enumerate(self.model.cfg.classes) if c.forgery_type == "Real"}
-        self.image_size = self.model.cfg.clip.vision.image_size
-        self.uses_gaze = self.model.gaze_encoder is not None
+        self.image_size = self.model.cfg.image_size
+        self.uses_gaze = self.model.uses_gaze  # no gaze patches are made for a model without gaze
         self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
         record = settings_of_model(folder.meta, folder.path)
         self.preparation = preparation_for(record, self.settings, folder.path)

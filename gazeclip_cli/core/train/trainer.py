@@ -32,9 +32,9 @@ from gazeclip_cli.core.data.cache import (
 from gazeclip_cli.core.devices import autocast_for, resolve_device
 from gazeclip_cli.core.errors import ConfigError, DataError, GazeclipError
 from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
-from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+from gazeclip_cli.core.model.builder import WeightSources, build_model
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
@@ -75,7 +75,7 @@ def _forward(model, batch, with_text: bool):
     )
 
 
-def trainable_state(model: GazeCLIP) -> dict[str, torch.Tensor]:
+def trainable_state(model: Detector) -> dict[str, torch.Tensor]:
     """Every tensor that is not a frozen pretrained weight (what a checkpoint must hold)."""
     skip = pretrained_keys(model)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in skip}
@@ -100,7 +100,7 @@ def train(
     resume: bool = False,
     weights: WeightSources | None = None,
     progress: Progress | None = None,
-    prepare_model: Callable[[GazeCLIP], None] | None = None,
+    prepare_model: Callable[[Detector], None] | None = None,
     folder_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train on the ``train`` split of a preprocessing cache, validate on ``val``, write a model folder.
@@ -168,7 +168,7 @@ def _train(
     if resume and not ckpt_path.exists():
         raise GazeclipError(f"{ckpt_path}: no checkpoint to resume from")
 
-    model = build_gazeclip(cfg, weights, seed=run.seed)
+    model = build_model(cfg, weights, seed=run.seed)
     if prepare_model is not None:
         prepare_model(model)
     model.to(device)
@@ -189,14 +189,13 @@ def _train(
     )
 
     # Cached angles only from the estimator this model runs: another's would be other inputs.
-    estimator = model.gaze_encoder.estimator if model.gaze_encoder is not None else None
-    cached_gaze = run.use_cached_gaze and cached_gaze_fits(cache.settings, estimator)
-    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, cached_gaze)
-    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, cached_gaze) if val_rows else None
+    cached_gaze = run.use_cached_gaze and cached_gaze_fits(cache.settings, model.gaze_estimator)
+    train_set = CacheDataset(train_rows, cfg.image_size, cached_gaze, model.uses_gaze)
+    val_set = CacheDataset(val_rows, cfg.image_size, cached_gaze, model.uses_gaze) if val_rows else None
     recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
-    with_text = model.lre is not None
+    with_text = model.uses_text
     history: list[dict[str, Any]] = []
     if progress:
         progress(
