@@ -1,17 +1,22 @@
 """Options that several commands share, defined once so that every command speaks one dialect.
 
 ``--device`` (default ``auto``), ``--format table|json``, ``--model DIR`` (``$GAZECLIP_MODEL``),
-``--frames-per-video N`` and ``--quiet``; each command takes them from here.
+``--frames-per-video N``, ``--quiet`` and the engine options of ``scan`` and ``preprocess``
+(``--engine local|ray`` and the Ray cluster's sizes, docs/SCALE-OUT.md); each command takes them from here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from gazeclip_cli.cli.output import FORMATS
 from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
+from gazeclip_cli.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gazeclip_cli.core.ray_engine import RayOptions
 
 DEFAULT_MODEL = "models/gazeclip"
 MODEL_ENV = "GAZECLIP_MODEL"
@@ -95,3 +100,98 @@ def threshold_option() -> Any:
         metavar="TAU",
         help="Open-set threshold: below this top attribution probability the generator is 'unknown'.",
     )
+
+
+# Engines (scan, preprocess)
+
+ENGINES = ("local", "ray")
+
+
+def _check_engine(value: str) -> str:
+    if value not in ENGINES:
+        raise typer.BadParameter(f"'{value}': use {' or '.join(ENGINES)}")
+    return value
+
+
+def engine_option() -> Any:
+    """``--engine local|ray``: this process's threads, or a Ray cluster."""
+    return typer.Option(
+        "local",
+        "--engine",
+        metavar="local|ray",
+        callback=_check_engine,
+        help='local: threads of this process; ray: a Ray cluster (the extra: pip install "gazeclip[ray]").',
+    )
+
+
+def address_option() -> Any:
+    return typer.Option(
+        None,
+        "--address",
+        metavar="ADDRESS",
+        help="With --engine ray: the cluster to join (auto, HOST:6379 or ray://HOST:10001); "
+        "default: a Ray instance of this machine.",
+        show_default=False,
+    )
+
+
+def actors_option() -> Any:
+    return typer.Option(
+        0,
+        "--actors",
+        metavar="N",
+        min=0,
+        help="With --engine ray: model workers, each loading the model once "
+        "(0: one per GPU, or the cluster's CPUs / --cpus-per-task).",
+        show_default=False,
+    )
+
+
+def cpus_per_task_option() -> Any:
+    return typer.Option(
+        1,
+        "--cpus-per-task",
+        metavar="N",
+        min=1,
+        help="With --engine ray: CPUs of each worker preparing files.",
+    )
+
+
+_RAY_PARAMS = (("address", "--address"), ("actors", "--actors"), ("cpus_per_task", "--cpus-per-task"))
+
+
+def ray_options(ctx: typer.Context, device: str, local_flags: list[str]) -> RayOptions | None:
+    """The Ray engine's options from the command's ``--engine`` and Ray flags, or None for the local
+    engine; checked before anything loads.
+
+    Args:
+        local_flags: local-engine flags the user gave (refused with the Ray engine).
+
+    Raises:
+        typer.BadParameter: Ray flags without ``--engine ray``, local flags with it, or a
+            ``--device`` the Ray engine cannot place (usage errors: exit 2).
+        ConfigError: Ray is not installed (the message says how to install the extra).
+    """
+    ray_flags = [flag for name, flag in _RAY_PARAMS if given(ctx, name)]
+    if ctx.params["engine"] == "local":
+        if ray_flags:
+            raise typer.BadParameter("Ray engine options; add --engine ray", param_hint=", ".join(ray_flags))
+        return None
+    if local_flags:
+        raise typer.BadParameter(
+            "the local engine's threads; with --engine ray size the workers with --actors and --cpus-per-task",
+            param_hint=", ".join(local_flags),
+        )
+    from gazeclip_cli.core.ray_engine import RayOptions, import_ray
+
+    try:
+        ray = RayOptions(
+            address=ctx.params["address"],
+            actors=ctx.params["actors"] or None,
+            cpus_per_task=ctx.params["cpus_per_task"],
+            device=device.strip().lower(),
+        )
+    except ConfigError as exc:  # names the flag: the command line is wrong
+        raise typer.BadParameter(str(exc)) from None
+    import_ray()  # not installed: one line saying how to install it, before the model loads
+    return ray

@@ -54,7 +54,7 @@ def warn(message: str) -> None:
 
 def error(message: str) -> None:
     """An error on stderr, one line: ``error: what went wrong and what to do``."""
-    err.print(Text.assemble(("error:", "red"), " ", message))
+    err.print(Text.assemble(("error:", "red"), " ", message))  # not markup: a message may hold [brackets]
 
 
 # Tables

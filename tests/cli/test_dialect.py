@@ -80,7 +80,13 @@ def test_device_is_auto_with_one_help_text_in_every_command():
 
 
 def test_shared_options_have_one_spelling_and_one_default():
-    seen: dict[str, set] = {"--model": set(), "--format": set(), "--frames-per-video": set()}
+    seen: dict[str, set] = {
+        "--model": set(),
+        "--format": set(),
+        "--frames-per-video": set(),
+        "--engine": set(),
+        "--actors": set(),
+    }
     for path in COMMANDS:
         for param in _params(path):
             opts = getattr(param, "opts", [])
@@ -91,6 +97,7 @@ def test_shared_options_have_one_spelling_and_one_default():
     assert seen["--model"] == {(options.DEFAULT_MODEL, "DIR", options.MODEL_ENV)}
     assert seen["--format"] == {("table", "table|json", None)}
     assert seen["--frames-per-video"] == {(10, "N", None)}
+    assert seen["--engine"] == {("local", "local|ray", None)} and seen["--actors"] == {(0, "N", None)}
 
 
 @pytest.mark.parametrize(
@@ -103,6 +110,16 @@ def test_shared_options_have_one_spelling_and_one_default():
         (["train", "cache", "--out", "run", "--bogus"], "No such option: --bogus"),
         (["nosuch"], "No such command 'nosuch'"),
         (["weights", "--format", "csv"], "'csv': use table or json"),
+        (
+            ["preprocess", "faces", "-o", "cache", "--gaze-estimator", "bogus"],
+            "Invalid value for --gaze-estimator: unknown gaze estimator 'bogus' "
+            "(known: eth-xgaze, l2cs-gaze360, puregaze, small-cnn)",
+        ),
+        (["scan", "evidence", "-o", "r.csv", "--engine", "spark"], "'--engine': 'spark': use local or ray"),
+        (
+            ["preprocess", "faces", "-o", "cache", "--actors", "2"],
+            "--actors: Ray engine options; add --engine ray",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args, message):

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from gazeclip_cli.cli import output
 from gazeclip_cli.cli.app import app
 from gazeclip_cli.core.model.config import list_architectures
+from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS
 from tests.inference.conftest import make_model_folder
 
 runner = CliRunner()
@@ -36,6 +37,18 @@ def test_models_lists_every_registered_architecture_and_the_folders_found(tmp_pa
     assert by_name["gazeclip-vit-b-32"]["pretrained_weights"] == ["clip-vit-b-32", "eth-xgaze"]
     assert by_name["gazeclip-vit-b-32"]["summary"] == "The paper's configuration (Section IV-A)"
     assert by_name["tiny-test"]["image_size"] == 64 and by_name["tiny-test"]["pretrained_weights"] == []
+    estimators = {e["name"]: e for e in data["gaze_estimators"]}
+    assert list(estimators) == list(GAZE_ESTIMATORS)  # new registry entries appear by themselves
+    assert [estimators[n]["weights"] for n in ("eth-xgaze", "puregaze", "l2cs-gaze360", "small-cnn")] == [
+        "eth-xgaze",
+        "puregaze",
+        "l2cs-gaze360",
+        None,
+    ]
+    assert (
+        estimators["puregaze"]["summary"]
+        == "PureGaze (Cheng et al., AAAI 2022), ResNet-50 version, trained on ETH-XGaze"
+    )
     folders = {row["path"]: row for row in data["model_folders"]}
     assert set(folders) == {"models/gazeclip", "models/old", "models/runs/demo/model"}
     assert folders["models/gazeclip"]["default"] and folders["models/gazeclip"]["architecture"] == "tiny-test"
@@ -45,7 +58,20 @@ def test_models_lists_every_registered_architecture_and_the_folders_found(tmp_pa
     monkeypatch.setattr(output.out, "_width", 80)
     table = runner.invoke(app, ["models"])
     assert table.exit_code == 0 and "synthetic demo" in table.stdout and "(default)" in table.stdout
+    assert "gaze estimators (preprocess --gaze-estimator)" in table.stdout and "l2cs-gaze360" in table.stdout
     _fits80(table.stdout)
+
+
+def test_weights_lists_every_registered_estimators_release(tmp_path):
+    data = json.loads(
+        runner.invoke(app, ["weights", "--weights-dir", str(tmp_path), "--format", "json"]).stdout
+    )
+    listed = {w["name"]: w for w in data["weights"]}
+    released = [cls.weights_name for cls in GAZE_ESTIMATORS.values() if cls.weights_name]
+    assert released == ["eth-xgaze", "puregaze", "l2cs-gaze360"]
+    for name in released:
+        assert not listed[name]["present"] and name in listed[name]["missing"]
+    assert listed["puregaze"]["source"] == "github.com/yihuacheng/PureGaze"
 
 
 def test_env_reports_versions_devices_cpu_and_weights(tmp_path, monkeypatch):

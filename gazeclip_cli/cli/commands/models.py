@@ -1,4 +1,4 @@
-"""`gazeclip models`: the named architectures, and the model folders found under a folder."""
+"""`gazeclip models`: the named architectures, the registered gaze estimators, and the model folders found."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ def models_command(
     ),
     fmt: str = options.format_option("architectures and model folders"),
 ) -> None:
-    """Named architectures (for `train -a` and `model-info -a`) and the trained model folders found."""
+    """Named architectures (for `train -a` and `model-info -a`), gaze estimators (for
+    `preprocess --gaze-estimator`) and the trained model folders found."""
     from gazeclip_cli.core.model.builder import weight_names
     from gazeclip_cli.core.model.config import architecture_summary, list_architectures, load_architecture
     from gazeclip_cli.core.model.folder import find_model_folders, summarise_folder
+    from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS, estimator_summary
 
     architectures = []
     for name in list_architectures():
@@ -32,6 +34,10 @@ def models_command(
                 "summary": architecture_summary(name),
             }
         )
+    estimators = [
+        {"name": name, "weights": cls.weights_name or None, "summary": estimator_summary(name)}
+        for name, cls in GAZE_ESTIMATORS.items()
+    ]
     folders = find_model_folders(folder)
     default = os.environ.get(options.MODEL_ENV) or options.DEFAULT_MODEL
     if Path(default).is_dir() and all(f.path.resolve() != Path(default).resolve() for f in folders):
@@ -49,7 +55,14 @@ def models_command(
         for f in folders
     ]
     if fmt == "json":
-        output.print_json({"architectures": architectures, "model_folders": rows, "default_model": default})
+        output.print_json(
+            {
+                "architectures": architectures,
+                "gaze_estimators": estimators,
+                "model_folders": rows,
+                "default_model": default,
+            }
+        )
         return
     output.print_table(
         "architectures",
@@ -63,6 +76,11 @@ def models_command(
             ]
             for a in architectures
         ],
+    )
+    output.print_table(
+        "gaze estimators (preprocess --gaze-estimator)",
+        ["name", "released weights", "what"],
+        [[e["name"], e["weights"] or "none", e["summary"]] for e in estimators],
     )
     if not rows:
         output.prose(f"no model folder under {folder}; train one with `gazeclip train` (or `gazeclip demo`)")

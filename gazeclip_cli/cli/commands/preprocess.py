@@ -61,7 +61,8 @@ def preprocess_command(
         None,
         "--gaze-estimator",
         metavar="NAME",
-        help="Also store (pitch, yaw) from this frozen estimator (eth-xgaze), so training never runs it again.",
+        help="Also store (pitch, yaw) from this frozen estimator (listed by `gazeclip models`), "
+        "so training never runs it again.",
     ),
     gaze_weights: Path | None = typer.Option(
         None,
@@ -70,6 +71,10 @@ def preprocess_command(
         help="The estimator's weight file (default: found in the weights folder).",
     ),
     weights_dir: Path | None = options.weights_dir_option(),
+    engine: str = options.engine_option(),
+    address: str | None = options.address_option(),
+    actors: int = options.actors_option(),
+    cpus_per_task: int = options.cpus_per_task_option(),
     fmt: str = options.format_option("the run's summary"),
     quiet: bool = options.quiet_option("No progress bar and no summary table (--format json still prints)."),
 ) -> None:
@@ -80,6 +85,18 @@ def preprocess_command(
 
     if frame_stride is not None and options.given(ctx, "frames_per_video"):
         raise typer.BadParameter("excludes --frames-per-video; give one of them", param_hint="--frame-stride")
+    estimator_cfg = None
+    if gaze_estimator is not None:
+        from gazeclip_cli.core.errors import ConfigError
+        from gazeclip_cli.core.model.gaze_estimator import estimator_config
+
+        try:
+            estimator_cfg = estimator_config(gaze_estimator)
+        except ConfigError as exc:  # an unknown name: the command line is wrong
+            raise typer.BadParameter(str(exc), param_hint="--gaze-estimator") from None
+    # With Ray, files are read, hashed and decoded here (--workers threads) and every batch is
+    # detected, prepared and estimated by the cluster's workers (docs/SCALE-OUT.md).
+    ray = options.ray_options(ctx, device, local_flags=[])
     settings = PreprocessSettings(
         aligned=aligned,
         face_policy=face_policy,
@@ -87,15 +104,19 @@ def preprocess_command(
         frame_stride=frame_stride,
         camera=None if camera is None else load_camera(camera),
     )
-    kwargs = {"settings": settings, "device": device, "workers": workers, "batch_size": batch_size}
-    if gaze_estimator is not None:
+    kwargs = {
+        "settings": settings,
+        "device": device,
+        "workers": workers,
+        "batch_size": batch_size,
+        "ray": ray,
+    }
+    if estimator_cfg is not None:
         from gazeclip_cli.core.model.builder import WeightSources, build_frozen_gaze_estimator
-        from gazeclip_cli.core.model.gaze_estimator import GazeEstimatorConfig
 
-        overrides = {gaze_estimator: gaze_weights} if gaze_weights else {}
+        overrides = {estimator_cfg.weights: gaze_weights} if gaze_weights else {}
         estimator, _ = build_frozen_gaze_estimator(
-            GazeEstimatorConfig(name=gaze_estimator, weights=gaze_estimator),
-            WeightSources(directory=weights_dir, overrides=overrides),
+            estimator_cfg, WeightSources(directory=weights_dir, overrides=overrides)
         )
         kwargs["gaze_estimator"] = estimator
     try:

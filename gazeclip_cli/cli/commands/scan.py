@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
 
 
 def scan_command(
+    ctx: typer.Context,
     dirs: list[str] = typer.Argument(
         ..., metavar="PATH...", help="Folders (scanned recursively) and files.", show_default=False
     ),
@@ -62,6 +63,10 @@ def scan_command(
     ),
     frames_per_video: int = options.frames_option(),
     device: str = options.device_option(),
+    engine: str = options.engine_option(),
+    address: str | None = options.address_option(),
+    actors: int = options.actors_option(),
+    cpus_per_task: int = options.cpus_per_task_option(),
     fmt: str = options.format_option("the end-of-scan summary"),
     fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit with 3 when any fake is found."),
     fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit with 4 when any file failed."),
@@ -74,6 +79,12 @@ def scan_command(
     from gazeclip_cli.core.inference.scan import check_output, scan
     from gazeclip_cli.core.model.folder import read_meta
 
+    local_flags = [
+        flag
+        for name, flag in (("workers", "--workers"), ("threads", "--threads"))
+        if options.given(ctx, name)
+    ]
+    ray = options.ray_options(ctx, device, local_flags)
     settings = PredictorSettings(
         threshold=threshold,
         faces="all" if all_faces else None,  # None: the model folder's face policy
@@ -82,15 +93,20 @@ def scan_command(
         video_frames=frames_per_video,
     )
     # Everything cheap first, so that a mistake fails at once rather than after the model loads.
-    resolve_device(device)
+    if ray is None:
+        resolve_device(device)  # with Ray the model workers place themselves (docs/SCALE-OUT.md)
     read_meta(model)
     check_output(out, resume)
-    predictor = Predictor(model, device=device, settings=settings)
-    scan_options = {
-        "resume": resume,
-        "workers": None if workers == -1 else workers,  # other negatives: the core says why not
-        "model_threads": None if threads == 0 else threads,  # negatives: the core says why not
-    }
+    # With Ray the model runs in the cluster's workers; this process only needs its description.
+    predictor = Predictor(model, device="cpu" if ray else device, settings=settings)
+    scan_options: dict = {"resume": resume}
+    if ray is not None:
+        from gazeclip_cli.core.inference.scan_ray import RayScanEngine
+
+        scan_options["engine"] = RayScanEngine(ray)
+    else:
+        scan_options["workers"] = None if workers == -1 else workers  # other negatives: the core says why not
+        scan_options["model_threads"] = None if threads == 0 else threads  # negatives: the core says why not
     try:
         with output.progress("scanning", "files", quiet=quiet) as bar:
             summary = (

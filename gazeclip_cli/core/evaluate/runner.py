@@ -22,7 +22,7 @@ from gazeclip_cli.core.data.cache import (
     PREPROCESSED_FILE,
     CacheDataset,
     CacheSettings,
-    cached_gaze_fits,
+    check_cached_gaze,
     preparation_differences,
     read_cache,
     read_cached_rgb,
@@ -217,10 +217,9 @@ def evaluate_model(
     note = check_preparation(
         settings_of_model(folder.meta, folder.path), cache.settings, model_dir, cache_dir
     )
-    # Cached angles only from the estimator this model runs (else the patches, as attribute does).
-    dataset = CacheDataset(
-        rows, model.cfg.image_size, cached_gaze_fits(cache.settings, model.gaze_estimator), model.uses_gaze
-    )
+    # Cached angles only from the estimator this model runs: another's are refused, with the fix.
+    dataset = CacheDataset(rows, model.cfg.image_size, True, model.uses_gaze)
+    check_cached_gaze(cache, model.gaze_estimator, dataset)
     passes = 1 + (len(corruptions) * len(severities) if robustness else 0)
 
     def reporter(name: str, index: int) -> Callable[[str, dict[str, Any]], None] | None:

@@ -25,7 +25,7 @@ from gazeclip_cli.core.config_io import dumps_toml, to_dict
 from gazeclip_cli.core.data.cache import (
     CacheDataset,
     cache_fingerprint,
-    cached_gaze_fits,
+    check_cached_gaze,
     classes_of,
     read_cache,
 )
@@ -39,6 +39,7 @@ from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 CHECKPOINT = "checkpoint.pt"
+NO_CACHED_GAZE = "or train without cached gaze (use_cached_gaze = false in the run config)"
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -188,10 +189,12 @@ def _train(
         else model
     )
 
-    # Cached angles only from the estimator this model runs: another's would be other inputs.
-    cached_gaze = run.use_cached_gaze and cached_gaze_fits(cache.settings, model.gaze_estimator)
-    train_set = CacheDataset(train_rows, cfg.image_size, cached_gaze, model.uses_gaze)
-    val_set = CacheDataset(val_rows, cfg.image_size, cached_gaze, model.uses_gaze) if val_rows else None
+    # Cached angles only from the estimator this model runs: another's are refused, with the fix.
+    train_set = CacheDataset(train_rows, cfg.image_size, run.use_cached_gaze, model.uses_gaze)
+    val_set = (
+        CacheDataset(val_rows, cfg.image_size, run.use_cached_gaze, model.uses_gaze) if val_rows else None
+    )
+    check_cached_gaze(cache, model.gaze_estimator, train_set, val_set, also=NO_CACHED_GAZE)
     recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
