@@ -124,37 +124,34 @@ def engine_option() -> Any:
     )
 
 
+def _ray_option(default: Any, flag: str, metavar: str, what: str, **kwargs: Any) -> Any:
+    """An option of the Ray engine alone (given without ``--engine ray``: a usage error)."""
+    return typer.Option(default, flag, metavar=metavar, help=f"With --engine ray: {what}", **kwargs)
+
+
 def address_option() -> Any:
-    return typer.Option(
+    return _ray_option(
         None,
         "--address",
-        metavar="ADDRESS",
-        help="With --engine ray: the cluster to join (auto, HOST:6379 or ray://HOST:10001); "
-        "default: a Ray instance of this machine.",
+        "ADDRESS",
+        "the cluster to join (auto, HOST:6379 or ray://HOST:10001); default: a Ray instance of this machine.",
         show_default=False,
     )
 
 
 def actors_option() -> Any:
-    return typer.Option(
+    return _ray_option(
         0,
         "--actors",
-        metavar="N",
+        "N",
+        "model workers, each loading the model once (0: one per GPU, or the cluster's CPUs / --cpus-per-task).",
         min=0,
-        help="With --engine ray: model workers, each loading the model once "
-        "(0: one per GPU, or the cluster's CPUs / --cpus-per-task).",
         show_default=False,
     )
 
 
 def cpus_per_task_option() -> Any:
-    return typer.Option(
-        1,
-        "--cpus-per-task",
-        metavar="N",
-        min=1,
-        help="With --engine ray: CPUs of each worker preparing files.",
-    )
+    return _ray_option(1, "--cpus-per-task", "N", "CPUs of each worker preparing files.", min=1)
 
 
 _RAY_PARAMS = (("address", "--address"), ("actors", "--actors"), ("cpus_per_task", "--cpus-per-task"))
