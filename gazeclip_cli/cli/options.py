@@ -120,7 +120,7 @@ def engine_option() -> Any:
         "--engine",
         metavar="local|ray",
         callback=_check_engine,
-        help='local: threads of this process; ray: a Ray cluster (the extra: pip install "gazeclip[ray]").',
+        help='local: threads of this process; ray: a Ray cluster (the extra: pip install "gazeclip\\[ray]").',
     )
 
 

@@ -256,3 +256,9 @@ def test_a_wide_table_splits_and_truncates_nothing(width80):
     assert sha in text  # a hash stays on one line
     assert "85.71" in text  # 100 * 6 / 7, right where it belongs
     assert "supercalifragilistic" in text  # wrapped at a word boundary, never inside a word
+
+
+def test_engine_help_keeps_the_extras_brackets():
+    for name in ("scan", "preprocess"):
+        text = " ".join(w for w in runner.invoke(app, [name, "-h"]).stdout.split() if w != "│")
+        assert 'ray: a Ray cluster (the extra: pip install "gazeclip[ray]")' in text, name
