@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 
 if TYPE_CHECKING:
     from gazeclip_cli.core.analyze.common import AnalysisFiles, AnalysisProgress
@@ -20,32 +20,56 @@ analyze_app = typer.Typer(
     no_args_is_help=True,
 )
 
-CACHES = typer.Argument(..., help="Cache folder(s) from `gazeclip preprocess`; rows of several are pooled.")
-OUT = typer.Option(Path("analysis"), "--out", "-o", help="Folder for the figure, CSV and JSON.")
-FIGURE = typer.Option("png", "--figure", help="Figure format: png or svg.")
-SEED = typer.Option(0, "--seed", help="Seed of every random choice (samples, bootstrap, t-SNE).")
-DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
-BATCH = typer.Option(32, "--batch-size", help="Batch size of model and estimator passes.")
-WEIGHTS_DIR = typer.Option(None, "--weights-dir", help="Pretrained weights folder.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
-MODELS = typer.Option(..., "--model", "-m", help="Model folder (repeat for one row or panel each).")
-BOOTSTRAP = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the interval (0: none).")
-CONFIDENCE = typer.Option(0.95, "--confidence", help="Confidence of the bootstrap interval.")
-SPLITS = typer.Option(None, "--split", help="Only rows of this split (repeat); default every split.")
-REAL = typer.Option(None, "--real", help="Real set(s) to compare with (repeat); default every real set.")
-PAIRS = typer.Option(None, "--pairs", help="CSV of fake/target pairs: columns fake, real (source paths).")
+CACHES = typer.Argument(
+    ..., metavar="CACHE...", help="Cache folder(s) from `gazeclip preprocess`; rows of several are pooled."
+)
+OUT = typer.Option(
+    Path("analysis"), "--out", "-o", metavar="DIR", help="Folder for the figure, CSV and JSON."
+)
+FIGURE = typer.Option("png", "--figure", metavar="png|svg", help="Figure format: png or svg.")
+SEED = typer.Option(0, "--seed", metavar="N", help="Seed of every random choice (samples, bootstrap, t-SNE).")
+DEVICE = options.device_option()
+BATCH = typer.Option(32, "--batch-size", metavar="N", help="Batch size of model and estimator passes.")
+WEIGHTS_DIR = options.weights_dir_option()
+QUIET = options.quiet_option("No progress bar.")
+MODELS = typer.Option(
+    ..., "--model", "-m", metavar="DIR", help="Model folder (repeat for one row or panel each)."
+)
+BOOTSTRAP = typer.Option(
+    1000, "--bootstrap", metavar="N", help="Bootstrap resamples for the interval (0: none)."
+)
+CONFIDENCE = typer.Option(0.95, "--confidence", metavar="P", help="Confidence of the bootstrap interval.")
+SPLITS = typer.Option(
+    None, "--split", metavar="SPLIT", help="Only rows of this split (repeat); default every split."
+)
+REAL = typer.Option(
+    None, "--real", metavar="SET", help="Real set(s) to compare with (repeat); default every real set."
+)
+PAIRS = typer.Option(
+    None, "--pairs", metavar="CSV", help="CSV of fake/target pairs: columns fake, real (source paths)."
+)
 GAZE_ESTIMATOR = typer.Option(
-    None, "--gaze-estimator", help="Estimate gaze from the cached patches with this registered estimator."
+    None,
+    "--gaze-estimator",
+    metavar="NAME",
+    help="Estimate gaze from the cached patches with this registered estimator.",
 )
 GAZE_WEIGHTS = typer.Option(
-    None, "--gaze-weights", help="That estimator's weight file (default: weights folder)."
+    None, "--gaze-weights", metavar="FILE", help="That estimator's weight file (default: weights folder)."
 )
 
 
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Callable[[AnalysisProgress], None]]:
-    with output.stage_bars("analyze", enabled=not quiet) as update:
-        yield lambda p: update(p.stage, p.done, p.total)
+    with output.progress("analyze", "steps", quiet=quiet) as bar:
+        current: list[str] = []
+
+        def update(p: AnalysisProgress) -> None:
+            restart = current != [p.stage]
+            current[:] = [p.stage]
+            bar.update(p.done, p.total, label=f"analyze: {p.stage}", restart=restart)
+
+        yield update
 
 
 def _show(table: Table, files: AnalysisFiles) -> None:
@@ -123,7 +147,10 @@ def gaze_distance_command(
     split: list[str] = SPLITS,
     real: list[str] = REAL,
     samples: int | None = typer.Option(
-        None, "--samples", help="Rows drawn per side, seeded (the paper: 10000); default every row."
+        None,
+        "--samples",
+        metavar="N",
+        help="Rows drawn per side, seeded (the paper: 10000); default every row.",
     ),
     bootstrap: int = BOOTSTRAP,
     confidence: float = CONFIDENCE,
@@ -164,6 +191,7 @@ def gaze_agreement_command(
     samples: int | None = typer.Option(
         None,
         "--samples",
+        metavar="N",
         help="Pairs drawn per generator, seeded (the paper: 10000 in all); default every pair.",
     ),
     bootstrap: int = BOOTSTRAP,
@@ -207,10 +235,12 @@ def gaze_agreement_command(
 def heatmaps_command(
     caches: list[Path] = CACHES,
     model: list[Path] = MODELS,
-    split: str = typer.Option("test", "--split", help="Cache split the samples come from."),
-    per_generator: int = typer.Option(1, "--per-generator", help="Samples (columns) per generator."),
+    split: str = typer.Option("test", "--split", metavar="SPLIT", help="Cache split the samples come from."),
+    per_generator: int = typer.Option(
+        1, "--per-generator", metavar="N", help="Samples (columns) per generator."
+    ),
     generator: list[str] = typer.Option(
-        None, "--generator", help="Only these generators, in this order (repeat)."
+        None, "--generator", metavar="NAME", help="Only these generators, in this order (repeat)."
     ),
     seed: int = SEED,
     device: str = DEVICE,
@@ -235,9 +265,13 @@ def heatmaps_command(
 def features_command(
     caches: list[Path] = CACHES,
     model: list[Path] = MODELS,
-    split: str = typer.Option("test", "--split", help="Cache split the samples come from."),
-    per_class: int = typer.Option(500, "--per-class", help="Samples per generator, seeded (the paper: 500)."),
-    perplexity: float = typer.Option(30.0, "--perplexity", help="t-SNE perplexity (capped at (N - 1) / 3)."),
+    split: str = typer.Option("test", "--split", metavar="SPLIT", help="Cache split the samples come from."),
+    per_class: int = typer.Option(
+        500, "--per-class", metavar="N", help="Samples per generator, seeded (the paper: 500)."
+    ),
+    perplexity: float = typer.Option(
+        30.0, "--perplexity", metavar="P", help="t-SNE perplexity (capped at (N - 1) / 3)."
+    ),
     seed: int = SEED,
     device: str = DEVICE,
     batch_size: int = BATCH,
@@ -262,10 +296,17 @@ def features_command(
 
 def aws_weights_command(
     model: list[Path] = typer.Option(
-        ..., "--model", "-m", help="A folder trained with AWS; repeat to compare others (e.g. without AWS)."
+        ...,
+        "--model",
+        "-m",
+        metavar="DIR",
+        help="A folder trained with AWS; repeat to compare others (e.g. without AWS).",
     ),
     class_name: str | None = typer.Option(
-        None, "--class", help="The class whose prompts are shown (default: the first fake class)."
+        None,
+        "--class",
+        metavar="NAME",
+        help="The class whose prompts are shown (default: the first fake class).",
     ),
     weights_dir: Path | None = WEIGHTS_DIR,
     out: Path = OUT,
@@ -288,16 +329,22 @@ def aws_weights_command(
 def estimators_command(
     caches: list[Path] = CACHES,
     estimator: list[str] = typer.Option(
-        None, "--estimator", help="Only these registered estimators (repeat); default every one with weights."
+        None,
+        "--estimator",
+        metavar="NAME",
+        help="Only these registered estimators (repeat); default every one with weights.",
     ),
     estimator_weights: list[str] = typer.Option(
-        None, "--estimator-weights", help="NAME=FILE: an estimator's weight file (repeat)."
+        None,
+        "--estimator-weights",
+        metavar="NAME=FILE",
+        help="NAME=FILE: an estimator's weight file (repeat).",
     ),
     pairs: Path | None = PAIRS,
     split: list[str] = SPLITS,
     real: list[str] = REAL,
     samples: int | None = typer.Option(
-        None, "--samples", help="Rows per side and pairs per generator, seeded."
+        None, "--samples", metavar="N", help="Rows per side and pairs per generator, seeded."
     ),
     bootstrap: int = BOOTSTRAP,
     seed: int = SEED,
@@ -331,24 +378,35 @@ def estimators_command(
 def all_command(
     caches: list[Path] = CACHES,
     model: list[Path] = typer.Option(
-        None, "--model", "-m", help="Model folder(s) for Figs 8, 10, 11 (repeat)."
+        None, "--model", "-m", metavar="DIR", help="Model folder(s) for Figs 8, 10, 11 (repeat)."
     ),
     pairs: Path | None = PAIRS,
-    split: list[str] = typer.Option(None, "--split", help="Gaze analyses: only these splits (repeat)."),
-    model_split: str = typer.Option("test", "--model-split", help="Split of the heatmap and t-SNE samples."),
+    split: list[str] = typer.Option(
+        None, "--split", metavar="SPLIT", help="Gaze analyses: only these splits (repeat)."
+    ),
+    model_split: str = typer.Option(
+        "test", "--model-split", metavar="SPLIT", help="Split of the heatmap and t-SNE samples."
+    ),
     samples: int | None = typer.Option(
-        None, "--samples", help="Gaze analyses: rows per side / pairs per generator."
+        None, "--samples", metavar="N", help="Gaze analyses: rows per side / pairs per generator."
     ),
     bootstrap: int = BOOTSTRAP,
-    per_generator: int = typer.Option(1, "--per-generator", help="Heatmap samples per generator."),
-    per_class: int = typer.Option(500, "--per-class", help="t-SNE samples per generator."),
-    perplexity: float = typer.Option(30.0, "--perplexity", help="t-SNE perplexity."),
-    class_name: str | None = typer.Option(None, "--class", help="AWS: the class whose prompts are shown."),
+    per_generator: int = typer.Option(
+        1, "--per-generator", metavar="N", help="Heatmap samples per generator."
+    ),
+    per_class: int = typer.Option(500, "--per-class", metavar="N", help="t-SNE samples per generator."),
+    perplexity: float = typer.Option(30.0, "--perplexity", metavar="P", help="t-SNE perplexity."),
+    class_name: str | None = typer.Option(
+        None, "--class", metavar="NAME", help="AWS: the class whose prompts are shown."
+    ),
     estimators: bool = typer.Option(
         True, "--estimators/--no-estimators", help="Also the estimator comparison."
     ),
     estimator_weights: list[str] = typer.Option(
-        None, "--estimator-weights", help="NAME=FILE: a gaze estimator's weight file (repeat)."
+        None,
+        "--estimator-weights",
+        metavar="NAME=FILE",
+        help="NAME=FILE: a gaze estimator's weight file (repeat).",
     ),
     seed: int = SEED,
     weights_dir: Path | None = WEIGHTS_DIR,

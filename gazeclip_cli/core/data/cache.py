@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from gazeclip_cli.core.config_io import from_dict, to_dict
 from gazeclip_cli.core.data.faces import CROP_MARGIN, CROP_SIZE, FACE_POLICIES, resize_crop
+from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
 from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings
 from gazeclip_cli.core.data.images import MAX_PIXELS
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS
@@ -62,7 +63,6 @@ SAMPLE_COLUMNS = (
 )
 FAILED_COLUMNS = ("sample_id", "kind", "reason")
 HASH_COLUMNS = ("path", "size", "mtime_ns", "sha256")
-DEFAULT_FRAMES_PER_VIDEO = 10
 REQUIRED = ("crop_path", "patch_path", "split", "dfd_label", "dfa_label", "generator")
 
 

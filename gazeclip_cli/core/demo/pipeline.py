@@ -27,6 +27,7 @@ from gazeclip_cli.core.demo.gaze_fit import (
 )
 from gazeclip_cli.core.demo.synthetic import SyntheticBenchmarkConfig, write_synthetic_benchmark
 from gazeclip_cli.core.evaluate.runner import EvaluateResult, evaluate_model
+from gazeclip_cli.core.model.folder import SYNTHETIC_KEY
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import TrainResult, train
 
@@ -156,13 +157,19 @@ def run_demo(
         out / "run",
         progress=say,
         prepare_model=lambda model: model.gaze_encoder.estimator.load_state_dict(estimator_state),
+        folder_meta={SYNTHETIC_KEY: True},  # every verdict of this model says it learned from renders
     )
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("stage", {"name": "evaluate", "text": "evaluating (the paper's tables)"})
     evaluation = evaluate_model(
-        trained.model_dir, out / "cache", out / "results", tau=config.threshold, device="cpu"
+        trained.model_dir,
+        out / "cache",
+        out / "results",
+        tau=config.threshold,
+        device="cpu",
+        progress=lambda p: say("evaluate", {"progress": p}),
     )
     seconds["evaluate"] = time.perf_counter() - t
 

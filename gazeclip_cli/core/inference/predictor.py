@@ -40,8 +40,10 @@ import torch
 from gazeclip_cli.core.data.cache import CacheSettings, PreprocessSettings, settings_of_model
 from gazeclip_cli.core.data.face_prep import FacePreparer
 from gazeclip_cli.core.data.faces import FACE_POLICIES, Face, FaceDetector, resize_crop
+from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
 from gazeclip_cli.core.data.gaze_normalization import pitchyaw_to_vector, vector_to_pitchyaw
 from gazeclip_cli.core.data.images import (
+    check_image_file,
     check_readable_file,
     decode_image,
     display_path,
@@ -77,7 +79,7 @@ class PredictorSettings:
     faces: str | None = None  # face policy: largest, score or all; None: the model folder's (largest)
     face_mode: str | None = None  # detect (MTCNN) or aligned (already face crops); None: the model folder's
     batch_size: int = 16  # faces per forward pass
-    video_frames: int = 8  # frames sampled evenly from each video
+    video_frames: int = DEFAULT_FRAMES_PER_VIDEO  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
 
     def __post_init__(self) -> None:
@@ -237,6 +239,21 @@ class InputResult:
             "face_errors": [asdict(f) for f in self.face_failures],
             "video": None if self.video is None else self.video.as_dict(),
         }
+
+
+def input_problems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Inputs that cannot be read at all (missing, a folder, empty, unreadable, too large), one message
+    each: cheap checks, made before a model is loaded so that a mistyped name fails at once."""
+    problems = []
+    for path in paths:
+        try:
+            if is_video_path(path):
+                check_readable_file(path)
+            else:
+                check_image_file(path)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def error_reason(message: str, path: str) -> str:
@@ -577,6 +594,22 @@ class Predictor:
             unknown=top[0].probability < self.settings.threshold,
             top=top,
         )
+
+    def describe(self, v: FacePrediction | VideoVerdict) -> str:
+        """The two experts' verdicts in words for a person: real or fake, and by what (or unknown)."""
+        real_source = self.class_names.index(v.generator) in self.real_classes
+        reach = f"no known class reaches p {self.settings.threshold:g}"
+        if v.unknown and v.verdict == "real":
+            return f"real, from a source unlike any the model knows ({reach})"
+        if v.unknown:
+            return f"fake, made by an unknown generator ({reach})"
+        if v.verdict == "real":
+            if real_source:
+                return f"real, attributed to the real source {v.generator}"
+            return f"real by detection, yet attributed to {v.generator}: the two experts disagree"
+        if real_source:
+            return f"fake by detection, yet attributed to the real source {v.generator}: the two experts disagree"
+        return f"fake, made by {v.generator}"
 
     def gradcam(self, face: PreparedFace, class_index: int | None = None) -> GradCam:
         """Grad-CAM of one face's attribution logit (the predicted class by default) over its crop."""
