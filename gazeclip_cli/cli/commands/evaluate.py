@@ -68,11 +68,19 @@ def evaluate_command(
         e = result.efficiency
         output.print_table(
             "efficiency (Table VII)",
-            ["params (M)", "GFLOPs", "s/image (batch 1)", f"s/image (batch {e.batch_size})", "device"],
+            [
+                "params (M)",
+                "GFLOPs",
+                "GMACs",
+                "s/image (batch 1)",
+                f"s/image (batch {e.batch_size})",
+                "device",
+            ],
             [
                 [
                     e.params_m,
                     e.gflops_test_path,
+                    e.gmacs_test_path,
                     round(e.seconds_per_image_batch1, 4),
                     round(e.seconds_per_image_batched, 4),
                     e.device,

@@ -28,26 +28,34 @@ def model_info_command(
     if fmt == "json":
         output.print_json(info.as_dict())
         return
-    m = 1e6
-    rows = [[c.module, c.total / m, c.trainable / m, c.frozen / m] for c in info.modules]
+    m, g = 1e6, 1e9
+    rows = [[c.module, c.total / m, c.trainable / m, c.frozen / m] for c in info.modules if c.total]
     rows.append(["total", info.total / m, info.trainable / m, (info.total - info.trainable) / m])
     output.print_table(f"{cfg.name}: parameters (M)", ["module", "total", "trainable", "frozen"], rows)
-    g = 1e9
-    output.print_table(
-        "per image",
-        ["path", "GFLOPs", "GMACs"],
+    flops = [
+        [c.module, c.test_flops / g, c.test_flops / 2 / g, c.train_flops / g, c.train_flops / 2 / g]
+        for c in info.modules
+        if c.train_flops
+    ]
+    flops.append(
         [
-            [
-                "test (VPE + GIE, gaze estimator included)",
-                info.test_path_flops / g,
-                info.test_path_flops / 2 / g,
-            ],
-            ["train (+ LRE, one prompt set)", info.train_path_flops / g, info.train_path_flops / 2 / g],
-        ],
+            "total",
+            info.test_path_flops / g,
+            info.test_path_flops / 2 / g,
+            info.train_path_flops / g,
+            info.train_path_flops / 2 / g,
+        ]
+    )
+    output.print_table(
+        "per image: test path (gaze estimator included) and train path (+ text tower, one prompt set)",
+        ["module", "test GFLOPs", "test GMACs", "train GFLOPs", "train GMACs"],
+        flops,
     )
     output.out.print(
-        f"Paper, Table VII: {PAPER_TABLE_VII['params_m']:.2f} M parameters, {PAPER_TABLE_VII['gflops']:.2f} GFLOPs, "
-        f"{PAPER_TABLE_VII['seconds_per_image_a100']} s per image on an A100. Why ours differs: README, 'model-info'."
+        "GFLOPs count a multiply-add as 2 FLOPs; GMACs count it once. "
+        f"Paper, Table VII: {PAPER_TABLE_VII['params_m']:.2f} M parameters, {PAPER_TABLE_VII['gflops']:.2f} G "
+        f'"FLOPs" (convention not stated), {PAPER_TABLE_VII["seconds_per_image_a100"]} s per image on an A100. '
+        "Why ours differs: README, 'Why model-info differs'."
     )
 
 

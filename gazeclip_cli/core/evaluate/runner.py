@@ -42,7 +42,8 @@ class EfficiencyResult:
     """The paper's Table VII columns for this model on this machine."""
 
     params_m: float
-    gflops_test_path: float
+    gflops_test_path: float  # a multiply-add counted as 2 FLOPs
+    gmacs_test_path: float  # the same count in multiply-adds (the convention Table VII most likely uses)
     seconds_per_image_batch1: float
     seconds_per_image_batched: float
     batch_size: int
@@ -183,6 +184,7 @@ def measure_efficiency(
     return EfficiencyResult(
         params_m=info.total / 1e6,
         gflops_test_path=info.test_path_flops / 1e9,
+        gmacs_test_path=info.test_path_flops / 2 / 1e9,
         seconds_per_image_batch1=per_image(1),
         seconds_per_image_batched=per_image(batch_size),
         batch_size=batch_size,
