@@ -217,7 +217,7 @@ def evaluate_model(
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
     _check_classes(model, rows)
-    dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
+    dataset = CacheDataset(rows, model.cfg.clip.vision.image_size, model.cfg.accepts_cached_gaze)
     att, det = run_predictions(model, dataset, dev, batch_size, workers, progress)
     pairing = real_pairing(rows)
     report = evaluate_sets(_sets(rows, att, det), tau=tau, pair_reals=pairing)

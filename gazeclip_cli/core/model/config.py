@@ -165,6 +165,11 @@ class GazeCLIPConfig:
         return self.use_gaze_encoder
 
     @property
+    def accepts_cached_gaze(self) -> bool:
+        """Cached (pitch, yaw) stand for the estimator's output only while the estimator is frozen."""
+        return not self.finetune_gaze_estimator
+
+    @property
     def text_length(self) -> int:
         """t: tokens of the concatenated prompts."""
         return self.clip.text.context_length * len(self.prompt_levels)

@@ -233,8 +233,9 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         else model
     )
 
-    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, run.use_cached_gaze)
-    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, run.use_cached_gaze) if val_rows else None
+    cached = run.use_cached_gaze and cfg.accepts_cached_gaze  # a fine-tuned estimator reads the patches
+    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, cached)
+    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, cached) if val_rows else None
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
     with_text = model.lre is not None
