@@ -54,7 +54,7 @@ def attribute_command(
     if html_report is not None and not html_report.parent.is_dir():
         raise typer.BadParameter(f"folder {html_report.parent} does not exist", param_hint="--html")
     # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
-    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings, absent_experts_note
     from gazeclip_cli.core.inference.report_html import attribute_with_report, write_report
 
     settings = PredictorSettings(
@@ -63,6 +63,9 @@ def attribute_command(
         face_mode="aligned" if aligned else "detect",
     )
     predictor = Predictor(model, device=device, settings=settings)
+    note = absent_experts_note(predictor.model.cfg.experts)
+    if note:
+        output.warn(note)
     provenance = predictor.provenance({"command": "attribute"})
     results: list[InputResult] = []
     entries = []
@@ -89,6 +92,22 @@ def attribute_command(
         raise typer.Exit(code=1)
 
 
+NO_DETECTION = "absent: the model has no detection expert"
+NO_ATTRIBUTION = "absent: the model has no attribution expert"
+
+
+def _verdict_text(v) -> str:
+    return NO_DETECTION if v.p_fake is None else f"{v.verdict} (P(fake) {v.p_fake:.4f})"
+
+
+def _attribution_text(v) -> str:
+    return (
+        NO_ATTRIBUTION
+        if v.generator_probability is None
+        else f"{v.attribution} (p {v.generator_probability:.4f})"
+    )
+
+
 def face_fields(result: InputResult) -> list[tuple[str, list[list[object]]]]:
     """Per face, a title and (field, value) rows: what the JSON's faces hold, rounded for reading."""
     tables: list[tuple[str, list[list[object]]]] = []
@@ -97,9 +116,9 @@ def face_fields(result: InputResult) -> list[tuple[str, list[list[object]]]]:
             f"face {f.face_index}" if f.frame_index is None else f"frame {f.frame_index}, face {f.face_index}"
         )
         rows: list[list[object]] = [
-            ["verdict", f"{f.verdict} (P(fake) {f.p_fake:.4f})"],
-            ["attribution", f"{f.attribution} (p {f.generator_probability:.4f})"],
-            ["top 3", ", ".join(f"{c.name} {c.probability:.3f}" for c in f.top)],
+            ["verdict", _verdict_text(f)],
+            ["attribution", _attribution_text(f)],
+            ["top 3", ", ".join(f"{c.name} {c.probability:.3f}" for c in f.top) if f.top else NO_ATTRIBUTION],
             [
                 "gaze pitch, yaw",
                 "n/a" if f.gaze_pitch is None else f"{f.gaze_pitch:+.3f}, {f.gaze_yaw:+.3f} rad",
@@ -128,10 +147,8 @@ def _print_text(results: list[InputResult], prov: dict) -> None:
             output.print_table(where, ["field", "value"], rows)
         if r.video is not None:
             v = r.video
-            output.out.print(
-                f"video: {v.verdict} (mean P(fake) over {v.frames_scored} frames {v.p_fake:.4f}), "
-                f"{v.attribution} (p {v.generator_probability:.4f})"
-            )
+            verdict = NO_DETECTION if v.p_fake is None else f"{v.verdict} (mean P(fake) {v.p_fake:.4f})"
+            output.out.print(f"video, {v.frames_scored} frames: {verdict}; {_attribution_text(v)}")
     model = prov["model"]
     libs = ", ".join(f"{k} {v}" for k, v in prov["libraries"].items())
     output.out.print(

@@ -92,7 +92,7 @@ def scan_command(
 ) -> None:
     """Scan folders: one row per face (verdict, P(fake), generator, gaze) appended to CSV or JSONL as it goes."""
     # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
-    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings, absent_experts_note
     from gazeclip_cli.core.inference.scan import scan
 
     settings = PredictorSettings(
@@ -103,6 +103,14 @@ def scan_command(
         video_frames=video_frames,
     )
     predictor = Predictor(model, device=device, settings=settings)
+    if fail_on_fake and "detection" not in predictor.model.cfg.experts:
+        raise typer.BadParameter(
+            "this model has no detection expert (experts = ['attribution']), so it finds no fakes",
+            param_hint="--fail-on-fake",
+        )
+    note = absent_experts_note(predictor.model.cfg.experts)
+    if note and not quiet:
+        output.warn(note)
     show_bar = not quiet and output.err.is_terminal
     options = {
         "resume": resume,

@@ -94,26 +94,33 @@ def run_predictions(
     workers: int,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax attribution (N, x) and detection (N, 2) probabilities, in dataset order."""
+    """Softmax attribution (N, x) and detection (N, 2) probabilities, in dataset order.
+
+    An expert the model does not have (``experts``, the paper's Fig. 9) gives None.
+    """
     model.eval()
+    has_att, has_det = "attribution" in model.cfg.experts, "detection" in model.cfg.experts
     att, det = [], []
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
     done = 0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(batch["image"], gaze_patches=batch.get("patch"), gaze=batch.get("gaze"))
-        att.append(out.attribution_logits.float().softmax(-1).cpu().numpy())
-        det.append(out.detection_logits.float().softmax(-1).cpu().numpy())
+        if has_att:
+            att.append(out.attribution_logits.float().softmax(-1).cpu().numpy())
+        if has_det:
+            det.append(out.detection_logits.float().softmax(-1).cpu().numpy())
         done += len(batch["dfa"])
         if progress:
             progress("predict", {"done": done, "total": len(dataset)})
     width = model.cfg.num_classes
-    return (np.concatenate(att) if att else np.zeros((0, width))), (
-        np.concatenate(det) if det else np.zeros((0, 2))
+    return (
+        (np.concatenate(att) if att else np.zeros((0, width))) if has_att else None,
+        (np.concatenate(det) if det else np.zeros((0, 2))) if has_det else None,
     )
 
 
-def _sets(rows: list[CacheRow], att: np.ndarray, det: np.ndarray) -> dict[str, SetPredictions]:
+def _sets(rows: list[CacheRow], att: np.ndarray | None, det: np.ndarray | None) -> dict[str, SetPredictions]:
     """One set per generator (and per real source), in first-seen order."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
@@ -123,8 +130,8 @@ def _sets(rows: list[CacheRow], att: np.ndarray, det: np.ndarray) -> dict[str, S
         ix = np.array(idx)
         videos = [rows[i].video_id for i in idx]
         out[name] = SetPredictions(
-            attribution_probs=att[ix],
-            detection_probs=det[ix],
+            attribution_probs=None if att is None else att[ix],
+            detection_probs=None if det is None else det[ix],
             dfa_labels=np.array([rows[i].dfa for i in idx]),
             dfd_labels=np.array([rows[i].dfd for i in idx]),
             video_ids=np.array(videos) if any(videos) else None,
@@ -234,7 +241,9 @@ def evaluate_model(
                     model, CorruptedDataset(dataset, name, severity), dev, batch_size, workers
                 )
                 corrupted[(name, severity)] = evaluate_sets(_sets(rows, a, d), tau=tau, pair_reals=pairing)
-        result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir)
+        # Fig. 6 plots attribution ACC; a detection-only model (Fig. 9) gets its detection ACC.
+        metric = "unseen.open_set_acc" if "attribution" in model.cfg.experts else "unseen.detection_acc"
+        result.robustness = write_robustness(robustness_from_reports(report, corrupted, metric), out_dir)
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
     return result

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from gazeclip_cli.core.errors import DataError
-from gazeclip_cli.core.evaluate.metrics import EvaluationReport, GroupAverage, RobustnessResult, SetMetrics
+from gazeclip_cli.core.evaluate.metrics import (
+    HEADS,
+    EvaluationReport,
+    GroupAverage,
+    RobustnessResult,
+    SetMetrics,
+)
 
 Cell = str | float | None
 
@@ -45,19 +51,19 @@ class WrittenTables:
     plot: Path | None = None
 
 
-# (SetMetrics field, row label, which kinds of set show it)
+# (SetMetrics field, row label, which kinds of set show it, the expert it needs)
 _ROWS = (
-    ("open_set_acc", "Attribution ACC (open set)", ("seen", "unseen")),
-    ("closed_set_acc", "Attribution ACC (closed set)", ("seen",)),
-    ("detection_acc", "Detection ACC", ("seen", "unseen")),
-    ("detection_auc", "Detection AUC", ("seen", "unseen")),
-    ("detection_eer", "Detection EER", ("seen", "unseen")),
-    ("detection_ap", "Detection AP", ("seen", "unseen")),
-    ("video_auc", "Video-level AUC", ("seen", "unseen")),
-    ("unknown_auroc", "Unknown AUROC (MSP)", ("unseen",)),
-    ("oscr", "OSCR", ("unseen",)),
+    ("open_set_acc", "Attribution ACC (open set)", ("seen", "unseen"), "attribution"),
+    ("closed_set_acc", "Attribution ACC (closed set)", ("seen",), "attribution"),
+    ("detection_acc", "Detection ACC", ("seen", "unseen"), "detection"),
+    ("detection_auc", "Detection AUC", ("seen", "unseen"), "detection"),
+    ("detection_eer", "Detection EER", ("seen", "unseen"), "detection"),
+    ("detection_ap", "Detection AP", ("seen", "unseen"), "detection"),
+    ("video_auc", "Video-level AUC", ("seen", "unseen"), "detection"),
+    ("unknown_auroc", "Unknown AUROC (MSP)", ("unseen",), "attribution"),
+    ("oscr", "OSCR", ("unseen",), "attribution"),
 )
-_LABELS = {name: label for name, label, _ in _ROWS}
+_LABELS = {name: label for name, label, _, _ in _ROWS}
 
 _TITLES = {
     "unseen": "Unseen test sets (layout of Tables II and III)",
@@ -72,8 +78,8 @@ def _percent(value: float | None) -> float | None:
 def _group_table(report: EvaluationReport, kind: str, average: GroupAverage) -> Table:
     members = [s for s in report.sets if s.kind == kind]
     rows: list[tuple[Cell, ...]] = []
-    for name, label, kinds in _ROWS:
-        if kind not in kinds:
+    for name, label, kinds, head in _ROWS:
+        if kind not in kinds or head not in report.heads:
             continue
         values = [getattr(s, name) for s in members]
         if name not in ("open_set_acc", "detection_acc") and all(v is None for v in values):
@@ -92,6 +98,12 @@ def _group_table(report: EvaluationReport, kind: str, average: GroupAverage) -> 
 
 def _notes(report: EvaluationReport, kind: str, members: Sequence[SetMetrics]) -> tuple[str, ...]:
     notes = ["Values in %. Average: mean over the sets of this table where the metric is defined."]
+    for head in HEADS:
+        if head not in report.heads:
+            notes.append(
+                f"No {head} rows: this model has no {head} expert (trained with experts = "
+                f"{list(report.heads)}, the paper's Fig. 9 ablation)."
+            )
     paired: dict[str, list[str]] = {}
     for s in members:
         if s.paired_with is not None:
@@ -105,7 +117,10 @@ def _notes(report: EvaluationReport, kind: str, members: Sequence[SetMetrics]) -
     alone = [
         s.name
         for s in members
-        if s.detection_auc is None and s.paired_with is None and s.name not in partners
+        if "detection" in report.heads
+        and s.detection_auc is None
+        and s.paired_with is None
+        and s.name not in partners
     ]
     if alone:
         notes.append(

@@ -93,6 +93,7 @@ PAPER_CLASSES: tuple[ClassSpec, ...] = (
 )
 
 AWS_PLACEMENTS = ("before", "between", "after")
+EXPERTS = ("attribution", "detection")
 GI_QUERIES = ("cls", "patch", "all")
 PIXEL_NORMS = ("unit", "clip")
 
@@ -130,6 +131,7 @@ class GazeCLIPConfig:
     use_lre: bool = True  # language refinement encoder and the contrastive loss (training only)
     use_gi: bool = True  # gaze injectors inside the GIE
     finetune_gaze_estimator: bool = False  # train the gaze estimator too (Table XIII "w/ finetuned GE")
+    experts: tuple[str, ...] = EXPERTS  # experts built, each with its CE loss; one alone = Fig. 9's ablation
     temperature_init: float = 0.07  # initial contrastive temperature (learnable)
 
     def __post_init__(self) -> None:
@@ -150,6 +152,10 @@ class GazeCLIPConfig:
             (self.agpm.token_dim % self.agpm.heads == 0, "agpm.heads must divide agpm.token_dim"),
             (len(self.classes) >= 2, "at least two attribution classes are needed"),
             (self.gaze.name in GAZE_ESTIMATORS, f"gaze.name must be one of {sorted(GAZE_ESTIMATORS)}"),
+            (
+                len(self.experts) > 0 and list(self.experts) == [e for e in EXPERTS if e in self.experts],
+                f"experts: one or both of {list(EXPERTS)}, in that order",
+            ),
         ]
         for ok, message in checks:
             if not ok:

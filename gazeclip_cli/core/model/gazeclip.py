@@ -27,8 +27,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class GazeCLIPOutput:
     """What one forward pass returns (tensors on the model's device)."""
 
-    attribution_logits: torch.Tensor  # (B, x)
-    detection_logits: torch.Tensor  # (B, 2)
+    attribution_logits: torch.Tensor | None  # (B, x); None without the attribution expert
+    detection_logits: torch.Tensor | None  # (B, 2); None without the detection expert
     visual_features: torch.Tensor  # I_v_g, (B, s)
     gaze: torch.Tensor | None  # (pitch, yaw) used, (B, 2); None without a gaze encoder
     text_features: torch.Tensor | None = (
@@ -74,8 +74,9 @@ class GazeCLIP(nn.Module):
         )
         self.fuse_ig = nn.Linear(d, s, bias=False) if gie is not None else None  # W_ig
         self.fuse_ag = nn.Linear(a, s, bias=False) if agpm is not None else None  # W_ag
-        self.attribution_expert = nn.Linear(s, cfg.num_classes)
-        self.detection_expert = nn.Linear(s, 2)
+        experts = cfg.experts
+        self.attribution_expert = nn.Linear(s, cfg.num_classes) if "attribution" in experts else None
+        self.detection_expert = nn.Linear(s, 2) if "detection" in experts else None
         self.logit_scale = (
             nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature_init))) if lre is not None else None
         )
@@ -127,8 +128,10 @@ class GazeCLIP(nn.Module):
         """Test path when ``attribution_labels`` is None; otherwise also the text of each distinct class."""
         visual, gaze = self.visual(images, gaze_patches, gaze)
         out = GazeCLIPOutput(
-            attribution_logits=self.attribution_expert(visual),
-            detection_logits=self.detection_expert(visual),
+            attribution_logits=self.attribution_expert(visual)
+            if self.attribution_expert is not None
+            else None,
+            detection_logits=self.detection_expert(visual) if self.detection_expert is not None else None,
             visual_features=visual,
             gaze=gaze,
         )

@@ -1,4 +1,4 @@
-"""The training loss: L = CE(attribution) + CE(detection) + L_cmc.
+"""The training loss: L = CE(attribution) + CE(detection) + L_cmc, each term only where its part exists.
 
 L_cmc is CLIP's symmetric contrastive loss between I_v_g and T_l_g. The batch's text
 features are one row per distinct class, so samples of one class share one positive and
@@ -20,9 +20,9 @@ from gazeclip_cli.core.model.gazeclip import GazeCLIPOutput
 @dataclass
 class LossBreakdown:
     total: torch.Tensor
-    attribution: torch.Tensor
-    detection: torch.Tensor
-    contrastive: torch.Tensor | None
+    attribution: torch.Tensor | None  # None without the attribution expert
+    detection: torch.Tensor | None  # None without the detection expert
+    contrastive: torch.Tensor | None  # None without the LRE
 
 
 def contrastive_loss(
@@ -58,14 +58,18 @@ def gazeclip_loss(
     detection_labels: torch.Tensor,
     logit_scale: torch.Tensor | None,
 ) -> LossBreakdown:
-    """The paper's Eq. (7); the contrastive term is absent without an LRE."""
-    l_dfa = F.cross_entropy(out.attribution_logits.float(), attribution_labels)
-    l_dfd = F.cross_entropy(out.detection_logits.float(), detection_labels)
-    l_cmc = None
-    total = l_dfa + l_dfd
+    """The paper's Eq. (7) over the terms that exist: an expert's CE only with that expert, L_cmc only with an LRE."""
+    l_dfa = l_dfd = l_cmc = None
+    if out.attribution_logits is not None:
+        l_dfa = F.cross_entropy(out.attribution_logits.float(), attribution_labels)
+    if out.detection_logits is not None:
+        l_dfd = F.cross_entropy(out.detection_logits.float(), detection_labels)
     if out.text_features is not None and logit_scale is not None:
         l_cmc = contrastive_loss(
             out.visual_features, out.text_features, out.text_classes, attribution_labels, logit_scale
         )
-        total = total + l_cmc
+    terms = [t for t in (l_dfa, l_dfd, l_cmc) if t is not None]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
     return LossBreakdown(total=total, attribution=l_dfa, detection=l_dfd, contrastive=l_cmc)

@@ -64,6 +64,26 @@ VAL_METRICS = (
 )
 
 
+# The expert each validation metric reads (neg_val_loss reads none).
+VAL_METRIC_EXPERT = {
+    "val_closed_set_acc": "attribution",
+    "val_open_set_acc": "attribution",
+    "val_detection_auc": "detection",
+    "val_detection_acc": "detection",
+}
+
+
+def check_val_metric(run: RunConfig, cfg: GazeCLIPConfig) -> None:
+    """The metric that picks the best epoch must come from an expert the model has."""
+    expert = VAL_METRIC_EXPERT.get(run.val_metric)
+    if expert is not None and expert not in cfg.experts:
+        usable = [m for m, e in VAL_METRIC_EXPERT.items() if e in cfg.experts]
+        raise ConfigError(
+            f"val_metric '{run.val_metric}' needs the {expert} expert, but the model has experts = "
+            f"{list(cfg.experts)}; set val_metric to one of {', '.join(usable)}"
+        )
+
+
 def load_run_config(path: str | Path | None, **overrides: Any) -> RunConfig:
     """A run config from TOML (or the defaults), with command-line overrides (None values ignored)."""
     data = read_toml(Path(path)) if path else {}

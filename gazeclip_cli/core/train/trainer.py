@@ -29,7 +29,7 @@ from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train import distributed as D
 from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
-from gazeclip_cli.core.train.run_config import RunConfig, model_config
+from gazeclip_cli.core.train.run_config import RunConfig, check_val_metric, model_config
 
 CHECKPOINT = "checkpoint.pt"
 Progress = Callable[[str, dict[str, Any]], None]
@@ -104,28 +104,32 @@ def predict(
     ctx: D.DistContext,
     amp: str = "off",
 ) -> dict[str, np.ndarray]:
-    """Softmax outputs for every row of ``dataset`` (gathered across ranks, in row order)."""
+    """Softmax outputs of each expert the model has, for every row of ``dataset`` (gathered across ranks, in row order)."""
     model.eval()
     indices = D.shard(list(range(len(dataset))), ctx)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers)
-    att, det, idx = [], [], []
+    widths = {"attribution": model.cfg.num_classes, "detection": 2}
+    probs: dict[str, list[torch.Tensor]] = {head: [] for head in model.cfg.experts}
+    idx = []
     for batch in loader:
         batch = _to(batch, device)
         with autocast_for(device, amp):
             out = _forward(model, batch, with_text=False)
-        att.append(out.attribution_logits.float().softmax(-1))
-        det.append(out.detection_logits.float().softmax(-1))
+        logits = {"attribution": out.attribution_logits, "detection": out.detection_logits}
+        for head in probs:
+            probs[head].append(logits[head].float().softmax(-1))
         idx.append(batch["index"])
-    width = model.cfg.num_classes
-    a = torch.cat(att) if att else torch.zeros(0, width, device=device)
-    d = torch.cat(det) if det else torch.zeros(0, 2, device=device)
     i = torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=device)
-    a, d, i = D.all_gather_tensor(a, ctx), D.all_gather_tensor(d, ctx), D.all_gather_tensor(i, ctx)
+    i = D.all_gather_tensor(i, ctx)
     order = {}
     for pos, k in enumerate(i.tolist()):
         order.setdefault(k, pos)  # padding repeats a few rows: keep the first
-    keep = torch.tensor([order[k] for k in range(len(dataset))], dtype=torch.long, device=a.device)
-    return {"attribution": a[keep].cpu().numpy(), "detection": d[keep].cpu().numpy()}
+    keep = torch.tensor([order[k] for k in range(len(dataset))], dtype=torch.long, device=i.device)
+    result = {}
+    for head, parts in probs.items():
+        p = torch.cat(parts) if parts else torch.zeros(0, widths[head], device=device)
+        result[head] = D.all_gather_tensor(p, ctx)[keep].cpu().numpy()
+    return result
 
 
 def validation_metrics(
@@ -135,16 +139,18 @@ def validation_metrics(
 
     dfa = np.array([r.dfa for r in dataset.rows])
     dfd = np.array([r.dfd for r in dataset.rows])
-    att, det = probs["attribution"], probs["detection"]
-    pred = att.argmax(1)
-    metrics = {
-        "val_closed_set_acc": float((pred == dfa).mean()),
-        "val_open_set_acc": float(((pred == dfa) & (att.max(1) >= tau)).mean()),
-        "val_detection_acc": float((det.argmax(1) == dfd).mean()),
-    }
-    metrics["val_detection_auc"] = (
-        float(roc_auc_score(dfd, det[:, 1])) if len(set(dfd.tolist())) == 2 else float("nan")
-    )
+    metrics = {}
+    if "attribution" in probs:  # each expert's metrics only where the model has it (Fig. 9)
+        att = probs["attribution"]
+        pred = att.argmax(1)
+        metrics["val_closed_set_acc"] = float((pred == dfa).mean())
+        metrics["val_open_set_acc"] = float(((pred == dfa) & (att.max(1) >= tau)).mean())
+    if "detection" in probs:
+        det = probs["detection"]
+        metrics["val_detection_acc"] = float((det.argmax(1) == dfd).mean())
+        metrics["val_detection_auc"] = (
+            float(roc_auc_score(dfd, det[:, 1])) if len(set(dfd.tolist())) == 2 else float("nan")
+        )
     return metrics
 
 
@@ -200,6 +206,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
     if not train_rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the 'train' split")
     cfg = model_config(run, classes_of(train_rows))
+    check_val_metric(run, cfg)
     ckpt_path = out_dir / CHECKPOINT
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -293,15 +300,14 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                 "epoch": epoch,
                 "step": state["global_step"],
                 "loss": loss.total.item(),
-                "attribution": loss.attribution.item(),
-                "detection": loss.detection.item(),
+                "attribution": loss.attribution.item() if loss.attribution is not None else None,
+                "detection": loss.detection.item() if loss.detection is not None else None,
                 "contrastive": loss.contrastive.item() if loss.contrastive is not None else None,
                 "lr": optimizer.param_groups[0]["lr"],
                 "images_per_s": len(batch["dfa"]) * ctx.world_size / max(time.perf_counter() - t0, 1e-9),
             }
-            for k in ("loss", "attribution", "detection"):
-                sums[k] += record[k]
-            sums["contrastive"] += record["contrastive"] or 0.0
+            for k in ("loss", "attribution", "detection", "contrastive"):
+                sums[k] += record[k] or 0.0
             sums["n"] += 1
             if ctx.is_main and run.log_every_steps and state["global_step"] % run.log_every_steps == 0:
                 _append_jsonl(metrics_path, {"kind": "step", **record})
@@ -315,8 +321,12 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
             "kind": "epoch",
             "epoch": epoch,
             "train_loss": D.mean_across(sums["loss"] / n, ctx),
-            "train_attribution": D.mean_across(sums["attribution"] / n, ctx),
-            "train_detection": D.mean_across(sums["detection"] / n, ctx),
+            "train_attribution": D.mean_across(sums["attribution"] / n, ctx)
+            if "attribution" in cfg.experts
+            else None,
+            "train_detection": D.mean_across(sums["detection"] / n, ctx)
+            if "detection" in cfg.experts
+            else None,
             "train_contrastive": D.mean_across(sums["contrastive"] / n, ctx) if with_text else None,
             "lr_next": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t_epoch,
