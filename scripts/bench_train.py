@@ -50,13 +50,15 @@ def main() -> None:
         bare(images).float().pow(2).mean().backward()
         bare_opt.step()
 
+    sets = model.class_prompt_set[dfa]  # (B,) each sample's prompt set
+
     def text_per_distinct_set() -> None:
         with torch.no_grad():
-            model.encode_text(torch.unique(dfa))
+            model.encode_text(torch.unique(sets))
 
     def text_per_sample() -> None:
         with torch.no_grad():
-            model.encode_text(dfa)
+            model.encode_text(sets)
 
     fns = {
         "gazeclip_train_step": step,

@@ -131,7 +131,7 @@ def test_prompt_levels_set_the_text_length(tiny_cfg, levels):
     cfg = replace(tiny_cfg, prompt_levels=levels)
     m = build(cfg)
     t = 77 * len(levels)
-    assert m.lre.positional_embedding.shape[0] == t and m.prompt_tokens.shape == (cfg.num_classes, t)
+    assert m.lre.positional_embedding.shape[0] == t and m.prompt_tokens.shape[1] == t
     assert m.encode_text(torch.tensor([0, 1])).shape == (2, cfg.clip.embed_dim)
 
 

@@ -49,8 +49,9 @@ def test_train_path_forward_backward(tiny_model, tiny_batch, tiny_cfg):
     images, patches, dfa, dfd = tiny_batch
     tiny_model.train()
     out = tiny_model(images, patches, attribution_labels=dfa)
-    # one text row per distinct class in the batch: classes 0, 1, 3
-    assert out.text_classes.tolist() == [0, 1, 3]
+    # one text row per distinct prompt set in the batch; with all four levels every class has
+    # its own: classes 0, 1, 3
+    assert out.text_sets.tolist() == [0, 1, 3] and out.image_sets.tolist() == [0, 1, 1, 3]
     assert out.text_features.shape == (3, tiny_cfg.clip.embed_dim)
     loss = gazeclip_loss(out, dfa, dfd, tiny_model.logit_scale)
     assert loss.contrastive is not None and torch.isfinite(loss.total)

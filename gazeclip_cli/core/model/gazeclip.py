@@ -32,9 +32,10 @@ class GazeCLIPOutput:
     visual_features: torch.Tensor  # I_v_g, (B, s)
     gaze: torch.Tensor | None  # (pitch, yaw) used, (B, 2); None without a gaze encoder
     text_features: torch.Tensor | None = (
-        None  # T_l_g of each distinct class in the batch, (U, s); train path only
+        None  # T_l_g of each distinct prompt set in the batch, (U, s); train only
     )
-    text_classes: torch.Tensor | None = None  # class index of each text_features row, (U,)
+    text_sets: torch.Tensor | None = None  # prompt-set index of each text_features row, (U,)
+    image_sets: torch.Tensor | None = None  # prompt-set index of each image, (B,); its positive text
 
 
 class GazeCLIP(nn.Module):
@@ -46,7 +47,7 @@ class GazeCLIP(nn.Module):
         agpm: AGPM, or None.
         gie: GIE, or None.
         lre: LRE, or None (then there is no contrastive loss).
-        prompt_tokens: (x, t) token ids of each class's prompt set (train path only).
+        prompts: (P, t) token ids of the distinct prompt sets and (x,) each class's set (train path only).
     """
 
     def __init__(
@@ -56,7 +57,7 @@ class GazeCLIP(nn.Module):
         agpm: AGPM | None,
         gie: GazeAwareImageEncoder | None,
         lre: LanguageRefinementEncoder | None,
-        prompt_tokens: torch.Tensor | None,
+        prompts: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -80,10 +81,11 @@ class GazeCLIP(nn.Module):
         self.logit_scale = (
             nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature_init))) if lre is not None else None
         )
-        if prompt_tokens is not None:
-            self.register_buffer("prompt_tokens", prompt_tokens, persistent=False)
+        if prompts is not None:
+            self.register_buffer("prompt_tokens", prompts[0], persistent=False)  # (P, t)
+            self.register_buffer("class_prompt_set", prompts[1], persistent=False)  # (x,)
         else:
-            self.prompt_tokens = None
+            self.prompt_tokens = self.class_prompt_set = None
         mean, std = (CLIP_MEAN, CLIP_STD) if cfg.pixel_norm == "clip" else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -112,11 +114,11 @@ class GazeCLIP(nn.Module):
             fused = fused + self.fuse_ig(self.gie(x, g_tokens))  # I_ig_g (B, d) -> (B, s)
         return fused, gaze
 
-    def encode_text(self, class_indices: torch.Tensor) -> torch.Tensor:
-        """T_l_g for the given classes, (U,) -> (U, s). Train path only."""
+    def encode_text(self, set_indices: torch.Tensor) -> torch.Tensor:
+        """T_l_g of the given prompt sets, (U,) -> (U, s). Train path only."""
         if self.lre is None or self.prompt_tokens is None:
             raise RuntimeError("this model has no language refinement encoder")
-        return self.lre(self.prompt_tokens[class_indices])
+        return self.lre(self.prompt_tokens[set_indices])
 
     def forward(
         self,
@@ -125,7 +127,7 @@ class GazeCLIP(nn.Module):
         gaze: torch.Tensor | None = None,
         attribution_labels: torch.Tensor | None = None,
     ) -> GazeCLIPOutput:
-        """Test path when ``attribution_labels`` is None; otherwise also the text of each distinct class."""
+        """Test path when ``attribution_labels`` is None; otherwise also the text of each distinct prompt set."""
         visual, gaze = self.visual(images, gaze_patches, gaze)
         out = GazeCLIPOutput(
             attribution_logits=self.attribution_expert(visual)
@@ -136,8 +138,8 @@ class GazeCLIP(nn.Module):
             gaze=gaze,
         )
         if attribution_labels is not None and self.lre is not None:
-            # One text pass per distinct prompt set in the batch, never one per sample.
-            classes = torch.unique(attribution_labels)
-            out.text_features = self.encode_text(classes)
-            out.text_classes = classes
+            # One text pass per distinct prompt set in the batch, never one per sample or class.
+            out.image_sets = self.class_prompt_set[attribution_labels]  # (B,)
+            out.text_sets = torch.unique(out.image_sets)  # (U,)
+            out.text_features = self.encode_text(out.text_sets)
         return out
