@@ -76,18 +76,23 @@ class ClassSpec:
     name: str  # generator name as in the protocol, or the real source
     forgery_type: str  # EFS, FS, AM, FR, TF, or Real
     architecture: str  # GAN, Diffusion, Flow, or Real
+    prompt_name: str = ""  # how the level-4 prompt names the generator ("" = name), e.g. "LatentDiffusion"
+
+    @property
+    def prompt_generator(self) -> str:
+        return self.prompt_name or self.name
 
 
 PAPER_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("CelebA-HQ", "Real", "Real"),
     ClassSpec("DiffFace", "FS", "Diffusion"),
-    ClassSpec("Diffae", "AM", "Diffusion"),
-    ClassSpec("LatDiff", "EFS", "Diffusion"),
-    ClassSpec("CollDiff", "EFS", "Diffusion"),
+    ClassSpec("Diffae", "AM", "Diffusion", "DiffusionAutoencoders"),
+    ClassSpec("LatDiff", "EFS", "Diffusion", "LatentDiffusion"),  # as in the paper's Fig. 11
+    ClassSpec("CollDiff", "EFS", "Diffusion", "CollaborativeDiffusion"),
     ClassSpec("DDPM", "EFS", "Diffusion"),
     ClassSpec("FSLSD", "FS", "GAN"),
     ClassSpec("FaceSwapper", "FS", "GAN"),
-    ClassSpec("LatTrans", "AM", "GAN"),
+    ClassSpec("LatTrans", "AM", "GAN", "LatentTransformer"),
     ClassSpec("StyleGAN2", "EFS", "GAN"),
     ClassSpec("StyleGAN3", "EFS", "GAN"),
 )

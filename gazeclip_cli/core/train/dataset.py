@@ -35,6 +35,7 @@ class CacheRow:
     architecture: str
     video_id: str
     gaze: tuple[float, float] | None  # cached (pitch, yaw), or None
+    prompt_name: str = ""  # the generator as the level-4 prompt names it (caches before it: the generator)
 
 
 def read_cache(folder: str | Path) -> list[CacheRow]:
@@ -65,6 +66,7 @@ def read_cache(folder: str | Path) -> list[CacheRow]:
                         forgery_type=r.get("forgery_type", ""),
                         architecture=r.get("architecture", ""),
                         video_id=r.get("video_id", ""),
+                        prompt_name=r.get("prompt_name") or r["generator"],
                         gaze=(float(pitch), float(yaw))
                         if pitch not in ("", None) and yaw not in ("", None)
                         else None,
@@ -96,6 +98,7 @@ def classes_of(rows: list[CacheRow]) -> list[dict[str, str]]:
                 "name": r.generator,
                 "forgery_type": "Real" if real else (r.forgery_type or "EFS"),
                 "architecture": "Real" if real else (r.architecture or "GAN"),
+                "prompt_name": r.prompt_name if r.prompt_name != r.generator else "",
             }
         )
     return out
