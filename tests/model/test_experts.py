@@ -69,5 +69,5 @@ def test_one_expert_alone_builds_only_that_head_and_trains(tiny_cfg, tiny_batch,
 
 def test_experts_must_be_known_and_not_empty():
     for bad in ([], ["detection", "attribution"], ["attribution", "segmentation"]):
-        with pytest.raises(ConfigError, match="experts"):
+        with pytest.raises(ConfigError, match="experts: one or both of"):
             load_architecture("tiny-test", experts=tuple(bad))

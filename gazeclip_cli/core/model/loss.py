@@ -39,11 +39,12 @@ def contrastive_loss(
         text_features: (U, s), one per distinct prompt set.
         text_sets: (U,) the prompt set of each text row, all different.
         image_sets: (B,) the prompt set of each image; every one is in ``text_sets``.
-        logit_scale: log of the inverse temperature (clamped at 100 like CLIP).
+        logit_scale: log of the inverse temperature. Not clamped here, which would cut its
+            gradient above 100: like CLIP, the trainer clamps the parameter after each step.
     """
     img = F.normalize(image_features.float(), dim=-1)
     txt = F.normalize(text_features.float(), dim=-1)
-    scale = logit_scale.float().exp().clamp(max=100.0)
+    scale = logit_scale.float().exp()
     logits = scale * img @ txt.T  # (B, U)
     positives = (image_sets[:, None] == text_sets[None, :]).float()  # (B, U), one 1 per row
     loss_i2t = F.cross_entropy(logits, positives.argmax(dim=1))

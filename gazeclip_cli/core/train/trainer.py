@@ -29,6 +29,7 @@ from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
 from gazeclip_cli.core.train import distributed as D
 from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
+from gazeclip_cli.core.train.optim import build_optimizer, clamp_temperature
 from gazeclip_cli.core.train.run_config import RunConfig, check_val_metric, model_config
 
 CHECKPOINT = "checkpoint.pt"
@@ -224,14 +225,19 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
     if prepare_model is not None:
         prepare_model(model)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=run.lr, weight_decay=run.weight_decay)
+    optimizer = build_optimizer(model, run.lr, run.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=run.lr_step_epochs, gamma=run.lr_gamma)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": None}
     if resume:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"], strict=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError:  # written before the decay / no-decay parameter groups
+            raise GazeclipError(
+                f"{ckpt_path}: its optimiser state has other parameter groups (an older gazeclip); "
+                "start a new run with another --out"
+            ) from None
         scheduler.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["state"])
     net = (
@@ -294,6 +300,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
+            clamp_temperature(model)
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
             record = {
