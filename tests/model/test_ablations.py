@@ -114,7 +114,9 @@ def test_gie_lora_count_changes_trainable_parameters_as_expected(tiny_cfg, k):
     hidden = int(d * cfg.clip.vision.mlp_ratio)
     # per block: qkv r(d + 3d), out_proj r(d + d), c_fc r(d + hidden), c_proj r(hidden + d)
     per_block = r * (4 * d + 2 * d + (d + hidden) + (hidden + d))
-    assert n_trainable(m, "gie.visual") == k * per_block
+    tokens = (cfg.clip.vision.image_size // cfg.clip.vision.patch_size) ** 2 + 1
+    embeddings = d + tokens * d  # the class token and the position embedding train too
+    assert n_trainable(m, "gie.visual") == k * per_block + embeddings
     assert m.gie.lora_blocks == list(range(cfg.clip.vision.layers - k, cfg.clip.vision.layers))
 
 

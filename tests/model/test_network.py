@@ -16,6 +16,8 @@ from gazeclip_cli.core.model.loss import contrastive_loss, gazeclip_loss
 
 TRAINABLE_PREFIXES = (
     "gie.injectors.",
+    "gie.visual.class_embedding",
+    "gie.visual.positional_embedding",
     "lre.selectors.",
     "lre.positional_embedding",
     "gaze_encoder.adapter.",
@@ -207,3 +209,13 @@ def test_open_clip_model_has_the_expected_parts():
     clip = build_clip(cfg.clip)
     assert hasattr(clip.visual, "_embeds") and hasattr(clip.visual, "ln_post")
     assert clip.transformer.resblocks[0].attn.batch_first
+
+
+def test_with_one_gaze_token_every_querying_token_gets_the_same_update():
+    torch.manual_seed(0)
+    gi = GazeInjector(width=8, heads=2, query="all")
+    torch.nn.init.normal_(gi.w_fc.weight)
+    x, g = torch.randn(2, 5, 8), torch.randn(2, 1, 8)
+    update = gi(x, g) - x  # (B, 1 + m, d)
+    expected = gi.w_fc(gi.w_val(g[:, 0]))  # (B, d): softmax over one key is 1
+    assert torch.allclose(update, expected[:, None, :].expand_as(update), atol=1e-5)

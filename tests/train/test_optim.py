@@ -25,6 +25,8 @@ NO_DECAY = (
     "agpm.cls_token",
     "lre.positional_embedding",
     "lre.selectors.0.diagonal",
+    "gie.visual.class_embedding",
+    "gie.visual.positional_embedding",
     "agpm.norm.weight",
     "agpm.norm.bias",
     "agpm.blocks.layers.0.norm1.weight",

@@ -30,6 +30,7 @@ from gazeclip_cli.core.errors import GazeclipError, ModelFolderError
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.config import GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.image_encoder import TRAINABLE_EMBEDDINGS
 from gazeclip_cli.core.weights.locate import sha256_file
 
 FORMAT_VERSION = 1
@@ -193,6 +194,10 @@ def load_model_folder(
         tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
     expected = set(model.state_dict()) - pretrained_keys(model)
     missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
+    if model.pretrained_files.get(cfg.clip.weights):
+        # Folders written while the GIE's class token and position embedding were frozen hold
+        # neither: their pretrained values, just loaded with the tower, are the trained ones.
+        missing -= {f"gie.visual.{name}" for name in TRAINABLE_EMBEDDINGS}
     if missing or unexpected:
         example = sorted(missing or unexpected)[0]
         raise ModelFolderError(

@@ -28,6 +28,10 @@ GROUP_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("AGPM transformer + tokens", lambda n: n.startswith(("agpm.", "gaze_to_agpm."))),
     ("GIE gaze injectors", lambda n: n.startswith("gie.injectors.")),
     ("GIE LoRA", lambda n: n.startswith("gie.") and "lora_" in n),
+    (
+        "GIE class token + position embedding",
+        lambda n: n in ("gie.visual.class_embedding", "gie.visual.positional_embedding"),
+    ),
     ("GIE CLIP image tower (frozen)", lambda n: n.startswith("gie.")),
     ("LRE word selectors (AWS)", lambda n: n.startswith("lre.selectors.")),
     ("LRE LoRA", lambda n: n.startswith("lre.") and "lora_" in n),
