@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gazeclip_cli.core.model.info import count_flops, model_info
+from gazeclip_cli.core.model.info import count_flops, group_of, model_info
 from tests.flops_analytic import TEXT_GROUPS, tiny_macs
 
 TRAIN_ONLY = (
@@ -60,3 +60,48 @@ def test_attention_on_the_cpu_is_counted():
     q = torch.rand(1, 2, 10, 8)  # (B, heads, T, head width)
     # Q K^T and A V: 2 x (2 heads x 10 x 10 x 8) multiply-adds, 2 FLOPs each
     assert count_flops(F.scaled_dot_product_attention, q, q, q) == 2 * 2 * (2 * 10 * 10 * 8)
+
+
+def test_as_dict_is_the_json_model_info_prints(tiny_model):
+    info = model_info(tiny_model)
+    data = info.as_dict()
+    assert data == {
+        "architecture": "tiny-test",
+        "parameters": {
+            "total": info.total,
+            "trainable": info.trainable,
+            "frozen": info.total - info.trainable,
+            "modules": [
+                {
+                    "module": m.module,
+                    "total": m.total,
+                    "trainable": m.trainable,
+                    "frozen": m.total - m.trainable,
+                }
+                for m in info.modules
+            ],
+        },
+        "flops_per_image": {
+            "convention": "2 x multiply-accumulate (MAC)",
+            "test_path": info.test_path_flops,
+            "train_path": info.train_path_flops,
+            "text_per_prompt_set": info.text_flops_per_prompt_set,
+            "modules": [
+                {"module": m.module, "test_path": m.test_flops, "train_path": m.train_flops}
+                for m in info.modules
+            ],
+        },
+        "macs_per_image": {
+            "test_path": info.test_path_flops // 2,
+            "train_path": info.train_path_flops // 2,
+            "text_per_prompt_set": info.text_flops_per_prompt_set // 2,
+        },
+        "paper_table_vii": {"params_m": 204.40, "gflops": 17.65, "seconds_per_image_a100": 0.192},
+    }
+    assert all(isinstance(v, int) for v in data["macs_per_image"].values())  # exact counts, not floats
+
+
+def test_count_flops_passes_keyword_arguments_and_names_unmatched_parameters():
+    x, w = torch.rand(3, 4), torch.rand(5, 4)
+    assert count_flops(F.linear, x, weight=w) == 2 * 3 * 4 * 5
+    assert group_of("not_a_paper_module.weight") == "other"
