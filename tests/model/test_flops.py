@@ -65,40 +65,29 @@ def test_attention_on_the_cpu_is_counted():
 def test_as_dict_is_the_json_model_info_prints(tiny_model):
     info = model_info(tiny_model)
     data = info.as_dict()
-    assert data == {
-        "architecture": "tiny-test",
-        "parameters": {
-            "total": info.total,
-            "trainable": info.trainable,
-            "frozen": info.total - info.trainable,
-            "modules": [
-                {
-                    "module": m.module,
-                    "total": m.total,
-                    "trainable": m.trainable,
-                    "frozen": m.total - m.trainable,
-                }
-                for m in info.modules
-            ],
-        },
-        "flops_per_image": {
-            "convention": "2 x multiply-accumulate (MAC)",
-            "test_path": info.test_path_flops,
-            "train_path": info.train_path_flops,
-            "text_per_prompt_set": info.text_flops_per_prompt_set,
-            "modules": [
-                {"module": m.module, "test_path": m.test_flops, "train_path": m.train_flops}
-                for m in info.modules
-            ],
-        },
-        "macs_per_image": {
-            "test_path": info.test_path_flops // 2,
-            "train_path": info.train_path_flops // 2,
-            "text_per_prompt_set": info.text_flops_per_prompt_set // 2,
-        },
-        "paper_table_vii": {"params_m": 204.40, "gflops": 17.65, "seconds_per_image_a100": 0.192},
-    }
-    assert all(isinstance(v, int) for v in data["macs_per_image"].values())  # exact counts, not floats
+    assert list(data) == [
+        "architecture",
+        "parameters",
+        "flops_per_image",
+        "macs_per_image",
+        "paper_table_vii",
+    ]
+    assert data["architecture"] == "tiny-test"
+    params, flops, macs = data["parameters"], data["flops_per_image"], data["macs_per_image"]
+    assert (params["total"], params["trainable"]) == (info.total, info.trainable)
+    assert params["frozen"] == sum(p.numel() for p in tiny_model.parameters() if not p.requires_grad)
+    rows = [(m.module, m.total, m.trainable, m.frozen) for m in info.modules]
+    assert [(r["module"], r["total"], r["trainable"], r["frozen"]) for r in params["modules"]] == rows
+    assert flops["convention"] == "2 x multiply-accumulate (MAC)"
+    paths = ("test_path", "train_path", "text_per_prompt_set")
+    counts = (info.test_path_flops, info.train_path_flops, info.text_flops_per_prompt_set)
+    assert [flops[k] for k in paths] == list(counts)
+    assert [macs[k] for k in paths] == [c // 2 for c in counts] and all(
+        isinstance(macs[k], int) for k in paths
+    )
+    per_module = [(m.module, m.test_flops, m.train_flops) for m in info.modules]
+    assert [(r["module"], r["test_path"], r["train_path"]) for r in flops["modules"]] == per_module
+    assert data["paper_table_vii"] == {"params_m": 204.40, "gflops": 17.65, "seconds_per_image_a100": 0.192}
 
 
 def test_count_flops_passes_keyword_arguments_and_names_unmatched_parameters():

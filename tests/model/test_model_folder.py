@@ -34,6 +34,16 @@ def outputs(model, batch):
     return out.attribution_logits, out.detection_logits
 
 
+def with_pretrained_clip(tiny_cfg, tmp_path):
+    """The tiny config naming a CLIP weight file, and the folder holding one with random values."""
+    cfg = replace(tiny_cfg, clip=replace(tiny_cfg.clip, weights="tiny-clip"))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.manual_seed(5)
+    save_file(build_clip(cfg.clip).state_dict(), str(weights / "tiny-clip.safetensors"))
+    return cfg, weights
+
+
 def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_batch):
     one_step(tiny_model, tiny_batch)
     folder = save_model_folder(tiny_model, tmp_path / "model", trained_on="abc123")
@@ -47,11 +57,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_batch):
 
 
 def test_pretrained_towers_stay_out_of_the_folder_and_are_checked(tmp_path, tiny_cfg, tiny_batch):
-    cfg = replace(tiny_cfg, clip=replace(tiny_cfg.clip, weights="tiny-clip"))
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    torch.manual_seed(5)
-    save_file(build_clip(cfg.clip).state_dict(), str(weights / "tiny-clip.safetensors"))
+    cfg, weights = with_pretrained_clip(tiny_cfg, tmp_path)
     model = build_gazeclip(cfg, WeightSources(directory=weights))
     one_step(model, tiny_batch)
     folder = save_model_folder(model, tmp_path / "model")
@@ -105,11 +111,7 @@ def test_loading_without_the_text_tower_gives_the_same_test_path(tmp_path, tiny_
 
 
 def test_a_folder_from_before_the_trainable_gie_embeddings_still_loads(tmp_path, tiny_cfg, tiny_batch):
-    cfg = replace(tiny_cfg, clip=replace(tiny_cfg.clip, weights="tiny-clip"))
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    torch.manual_seed(5)
-    save_file(build_clip(cfg.clip).state_dict(), str(weights / "tiny-clip.safetensors"))
+    cfg, weights = with_pretrained_clip(tiny_cfg, tmp_path)
     model = build_gazeclip(cfg, WeightSources(directory=weights)).eval()  # embeddings as pretrained
     folder = save_model_folder(model, tmp_path / "model")
     stored = load_file(str(folder / WEIGHTS_FILE))
