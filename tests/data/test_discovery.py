@@ -102,6 +102,43 @@ def test_root_alias_dot_uses_the_root_itself(tiny_protocol, dataset_tree):
     assert f.folders == [roots["FFHQ"]] and f.n_files == 4
 
 
+@pytest.mark.parametrize(
+    ("generator", "root_name", "image_folder", "beside"),
+    [
+        # FFHQ's release: images1024x1024/ beside thumbnails128x128/ (and the in-the-wild set).
+        ("FFHQ", "FFHQ", "images1024x1024", ["thumbnails128x128/00000", "in-the-wild-images/00000"]),
+        # CelebAMask-HQ: CelebA-HQ-img/ beside the mask annotations (PNG masks in numbered folders).
+        ("CelebA-HQ", "CelebA-HQ", "CelebA-HQ-img", ["CelebAMask-HQ-mask-anno/0", "CelebAMask-HQ-mask"]),
+    ],
+)
+def test_root_named_after_an_alias_reads_only_the_image_folder(
+    tmp_path, generator, root_name, image_folder, beside
+):
+    from gazeclip_cli.core.data.protocol import load_protocol
+
+    def write_image(path: Path, seed: int) -> Path:  # discovery never opens a file: a header will do
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes([seed % 256]))
+        return path
+
+    protocol = load_protocol(Path(__file__).resolve().parents[2] / "configs" / "protocol.toml")
+    spec = protocol.generator(generator)
+    assert root_name in spec.aliases  # the case this test is about: the root's own name is an alias
+    root = tmp_path / root_name
+    images = [write_image(root / image_folder / "00000" / f"{i:05d}.png", i) for i in range(3)]
+    for j, folder in enumerate(beside):
+        for i in range(4):
+            write_image(root / folder / f"{i:05d}.png", 100 + 10 * j + i)
+    (f,), _ = discover(protocol, {spec.source: str(root)}, [spec])
+    assert f.folders == [str(root / image_folder)]
+    assert sorted(f.images) == sorted(str(p) for p in images)
+    # Without the documented subfolder the root itself is still read (a root holding the images).
+    flat = tmp_path / "flat" / root_name
+    only = [write_image(flat / f"{i}.png", 200 + i) for i in range(2)]
+    (g,), _ = discover(protocol, {spec.source: str(flat)}, [spec])
+    assert g.folders == [str(flat)] and sorted(g.images) == sorted(str(p) for p in only)
+
+
 def test_videos_entry_reads_extracted_frames(tmp_path, tiny_protocol):
     # DeepfakeBench-preprocessed Celeb-DF++: <Method>/frames/<video>/<frame>.png, no videos.
     root = tmp_path / "cdfpp"

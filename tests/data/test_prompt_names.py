@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from gazeclip_cli.core.data.cache import classes_of, read_cache
 from gazeclip_cli.core.data.manifest import LEGACY_COLUMNS, ManifestRow, read_manifest, write_manifest
 from gazeclip_cli.core.data.protocol import load_protocol, parse_protocol
 from gazeclip_cli.core.errors import ConfigError
 from gazeclip_cli.core.model.config import PAPER_CLASSES, ClassSpec
 from gazeclip_cli.core.model.prompts import class_prompts, load_templates
-from gazeclip_cli.core.train.dataset import classes_of, read_cache
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "configs" / "protocol.toml"
@@ -73,7 +73,7 @@ def _cache(folder: Path, with_column: bool) -> Path:
 
 @pytest.mark.parametrize("with_column", [True, False], ids=["cache", "old cache"])
 def test_the_cache_gives_the_model_its_prompt_names(tmp_path, with_column):
-    rows = read_cache(_cache(tmp_path / "cache", with_column))
+    rows = read_cache(_cache(tmp_path / "cache", with_column)).rows
     cfg = model_config(RunConfig(architecture="tiny-test"), classes_of(rows))
     latdiff = cfg.classes[1]
     expected = "LatentDiffusion" if with_column else "LatDiff"

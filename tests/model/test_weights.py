@@ -145,3 +145,47 @@ def test_fetch_offline_fails_with_a_clear_error(tmp_path):
 
     with pytest.raises(WeightsError, match="needs internet"):
         fetch_weight("clip-vit-b-32", tmp_path, download=offline)
+
+
+def test_safetensors_written_twice_have_the_same_bytes_and_sorted_metadata(tmp_path):
+    import hashlib
+    import json
+    import struct
+
+    from safetensors import safe_open
+
+    from gazeclip_cli.core.weights.store import save_safetensors
+
+    tensors = {"b.weight": torch.arange(6.0).view(2, 3), "a.bias": torch.tensor([1, 2], dtype=torch.int64)}
+    metadata = {"zeta": "1", "alpha": "2", "mid": "3", "beta": "4", "omega": "5", "gamma": "6"}
+    # safetensors' own metadata map has a random order per call: six writes would almost surely differ.
+    digests = {
+        hashlib.sha256(
+            save_safetensors(tensors, tmp_path / f"w{i}.safetensors", metadata).read_bytes()
+        ).digest()
+        for i in range(6)
+    }
+    assert len(digests) == 1
+    raw = (tmp_path / "w0.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert n % 8 == 0 and len(raw) == 8 + n + 6 * 4 + 2 * 8  # header, then float32 (2, 3) and int64 (2,)
+    header = json.loads(raw[8 : 8 + n])
+    assert list(header) == ["__metadata__", "a.bias", "b.weight"]
+    assert list(header["__metadata__"]) == sorted(metadata)
+    with safe_open(str(tmp_path / "w0.safetensors"), framework="pt") as fh:
+        assert fh.metadata() == metadata
+        assert torch.equal(fh.get_tensor("b.weight"), tensors["b.weight"])
+        assert torch.equal(fh.get_tensor("a.bias"), tensors["a.bias"])
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary files are gone
+
+
+def test_model_folder_weights_written_twice_have_the_same_bytes(tmp_path, tiny_model):
+    import json
+
+    from gazeclip_cli.core.model.folder import WEIGHTS_FILE, save_model_folder
+
+    a = save_model_folder(tiny_model, tmp_path / "a", trained_on="x")
+    b = save_model_folder(tiny_model, tmp_path / "b", trained_on="x")
+    assert (a / WEIGHTS_FILE).read_bytes() == (b / WEIGHTS_FILE).read_bytes()
+    meta_a, meta_b = (json.loads((f / "meta.json").read_text()) for f in (a, b))
+    assert meta_a["weights_sha256"] == meta_b["weights_sha256"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gazeclip_cli.core.data.cache import classes_of, read_cache
 from gazeclip_cli.core.evaluate.runner import evaluate_model
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.folder import load_model_folder
 from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
-from gazeclip_cli.core.train.dataset import classes_of, read_cache
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 from gazeclip_cli.core.train.trainer import train
 from tests.train.conftest import make_cache
@@ -34,7 +34,7 @@ def finetuned(tmp_path_factory):
 
 def test_the_estimator_trains_on_the_patches_and_the_folder_keeps_it(finetuned):
     cache, result, _ = finetuned
-    rows = [r for r in read_cache(cache) if r.split == "train"]
+    rows = read_cache(cache).split("train")
     assert all(r.gaze is not None for r in rows)
     initial = build_gazeclip(
         model_config(RUN, classes_of(rows)), WeightSources(pretrained=False), seed=RUN.seed
@@ -57,7 +57,7 @@ def test_evaluation_runs_the_fine_tuned_estimator_on_the_patches(finetuned, monk
 
     monkeypatch.setattr(GazeEncoder, "estimate", spy)
     evaluate_model(result.model_dir, cache, root / "eval", batch_size=16)
-    test_rows = [r for r in read_cache(cache) if r.split == "test"]
+    test_rows = read_cache(cache).split("test")
     assert [s[0] for s in seen] == [len(test_rows)] and tuple(seen[0][1:]) == (3, 224, 224)
 
 

@@ -55,7 +55,7 @@ def runs(cache, tmp_path_factory):
     one_step = dict(BASE, max_steps_per_epoch=1)
     att = train(RunConfig(**one_step, model={"experts": ["attribution"]}), cache, root / "att")
     det = train(
-        RunConfig(**one_step, model={"experts": ["detection"]}, val_metric="val_detection_acc"),
+        RunConfig(**one_step, model={"experts": ["detection"]}, val_metric="val_seen_detection_acc"),
         cache,
         root / "det",
     )
@@ -70,14 +70,14 @@ def _epoch_record(run_dir):
 def test_training_logs_only_the_active_losses_and_metrics(runs):
     att = _epoch_record(runs["attribution"].out_dir)
     assert att["train_detection"] is None and att["train_attribution"] > 0
-    assert "val_closed_set_acc" in att and "val_detection_acc" not in att
+    assert "val_seen_closed_set_acc" in att and "val_seen_detection_acc" not in att
     det = _epoch_record(runs["detection"].out_dir)
     assert det["train_attribution"] is None and det["train_detection"] > 0
-    assert "val_detection_acc" in det and "val_closed_set_acc" not in det
+    assert "val_seen_detection_acc" in det and "val_seen_closed_set_acc" not in det
 
 
 def test_a_val_metric_of_a_missing_expert_is_a_config_error(cache, tmp_path):
-    with pytest.raises(ConfigError, match="needs the attribution expert.*val_detection_auc"):
+    with pytest.raises(ConfigError, match="needs the attribution expert.*val_seen_detection_auc"):
         train(RunConfig(**BASE, model={"experts": ["detection"]}), cache, tmp_path / "run")
 
 

@@ -76,7 +76,9 @@ def scan_command(
     ),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face found, not only the largest."),
     aligned: bool = typer.Option(
-        False, "--aligned", help="Inputs already are aligned face crops: no detection."
+        False,
+        "--aligned",
+        help="Inputs already are aligned face crops: no detection (a model trained on aligned faces needs no flag).",
     ),
     threads: int = typer.Option(
         0,
@@ -97,18 +99,18 @@ def scan_command(
 
     settings = PredictorSettings(
         threshold=threshold,
-        faces="all" if all_faces else "largest",
-        face_mode="aligned" if aligned else "detect",
+        faces="all" if all_faces else None,  # None: the model folder's face policy
+        face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
         batch_size=batch_size,
         video_frames=video_frames,
     )
     predictor = Predictor(model, device=device, settings=settings)
-    if fail_on_fake and "detection" not in predictor.model.cfg.experts:
+    if fail_on_fake and "detection" not in predictor.model.experts:
         raise typer.BadParameter(
             "this model has no detection expert (experts = ['attribution']), so it finds no fakes",
             param_hint="--fail-on-fake",
         )
-    note = absent_experts_note(predictor.model.cfg.experts)
+    note = absent_experts_note(predictor.model.experts)
     if note and not quiet:
         output.warn(note)
     show_bar = not quiet and output.err.is_terminal

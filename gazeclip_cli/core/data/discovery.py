@@ -184,8 +184,11 @@ def _match_aliases(root: str, specs: Sequence[GeneratorSpec]) -> dict[str, list[
     """Folders under ``root`` (up to ALIAS_SEARCH_DEPTH levels) named like a generator's alias.
 
     A matched folder is not searched further: its whole subtree belongs to that generator.
-    The root itself counts when its own name is an alias; the "." alias uses the root only
-    when nothing else matched.
+    The folders below the root are searched first, even when the root's own name is an
+    alias: a root named ``FFHQ`` holding ``images1024x1024/`` and ``thumbnails128x128/``
+    reads only ``images1024x1024/``. The root itself counts for a generator whose alias is
+    the root's name only when nothing below it matched that generator; the "." alias uses
+    the root only when nothing else matched.
     """
     owner: dict[str, str] = {}
     for spec in specs:
@@ -193,22 +196,21 @@ def _match_aliases(root: str, specs: Sequence[GeneratorSpec]) -> dict[str, list[
             if alias != ROOT_ALIAS:
                 owner[normalize_name(alias)] = spec.name
     found: dict[str, list[str]] = {}
-    root_name = normalize_name(os.path.basename(root.rstrip(os.sep)))
-    if root_name in owner:
-        found[owner[root_name]] = [root]
-    else:
-        level = [root]
-        for _depth in range(ALIAS_SEARCH_DEPTH):
-            next_level: list[str] = []
-            for folder in level:
-                for name in _subdirs(folder):
-                    path = folder + os.sep + name
-                    gen = owner.get(normalize_name(name))
-                    if gen is not None:
-                        found.setdefault(gen, []).append(path)
-                    elif not name.startswith("."):
-                        next_level.append(path)
-            level = next_level
+    level = [root]
+    for _depth in range(ALIAS_SEARCH_DEPTH):
+        next_level: list[str] = []
+        for folder in level:
+            for name in _subdirs(folder):
+                path = folder + os.sep + name
+                gen = owner.get(normalize_name(name))
+                if gen is not None:
+                    found.setdefault(gen, []).append(path)
+                elif not name.startswith("."):
+                    next_level.append(path)
+        level = next_level
+    root_owner = owner.get(normalize_name(os.path.basename(root.rstrip(os.sep))))
+    if root_owner is not None and root_owner not in found:
+        found[root_owner] = [root]
     for spec in specs:
         if spec.name not in found and ROOT_ALIAS in spec.aliases:
             found[spec.name] = [root]

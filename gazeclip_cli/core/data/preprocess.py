@@ -1,53 +1,24 @@
 """Preprocessing: a manifest (or a folder) of images and videos -> the cache ``train`` and ``evaluate`` read.
 
-For every input image, and every sampled frame of every input video: find the face
-(batched MTCNN, or the whole image in aligned mode), cut the 256 x 256 crop the network
-reads, ETH-XGaze-normalise the 224 x 224 gaze patch and, when a gaze estimator is given,
-store its (pitch, yaw) so training never runs the frozen estimator again.
-
-Output folder (paths inside the CSV files are relative to it):
-
-* ``preprocessed.csv``: the manifest columns, then ``sample_id``, ``crop_path``,
-  ``patch_path``, ``gaze_pitch``, ``gaze_yaw``, ``face_box``, ``face_score``; one row per
-  face, in input order (docs/ARCHITECTURE.md). ``path`` is the source file relative to
-  the output folder; video frames keep their video id and frame index.
-* ``crops/<id[:2]>/<id>.png`` and ``patches/<id[:2]>/<id>.png``: lossless RGB PNGs.
-* ``failures.csv`` (``path``, ``reason``): every input row, frame or face that produced no
-  sample, with the reason. Nothing disappears: each input row ends up in one of the two files.
-* ``.state/``: the cache's own bookkeeping: ``samples.csv`` (every sample ever computed in
-  this folder, appended and flushed as it completes), ``failed.csv`` (samples known to
-  yield no face), ``hashes.csv`` (content hashes by path, size and mtime, so unchanged
-  files are not even re-read), ``cache.json`` and a lock file.
-
-Cache. A sample's id hashes the file's content, the frame index, the face index and
-every setting that changes the crop or the patch, so re-running does only new work: a
-second run over the same input decodes nothing. A run that stops half-way (an error, a
-kill, Ctrl-C) loses nothing it completed; the next run skips those samples and rewrites
-``preprocessed.csv`` and ``failures.csv`` complete and without duplicates. Two rows with
-identical content (the same file twice, or one image under two names) give one sample;
-the second is reported in ``failures.csv`` as a duplicate, since it would leak between
-splits. Gaze angles are recomputed from the stored patches, without new detection, when
-a different estimator is given.
-
-Work is split between decoding threads (file reading, hashing, image and video decoding:
-``workers``) and the calling thread, which runs face detection on batches of same-size
-images, the geometry, the estimator and the writes.
+This module schedules the run: decoding threads read, hash and decode files (``workers``);
+the calling thread detects faces on batches of same-size images, prepares each face
+(:mod:`~gazeclip_cli.core.data.face_prep`), runs the estimator and writes. What is written,
+and how a re-run reuses it, is the cache contract (:mod:`~gazeclip_cli.core.data.cache`,
+docs/DATA.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,21 +28,32 @@ import cv2
 import numpy as np
 import torch
 
-from gazeclip_cli.core.data.faces import (
-    CROP_MARGIN,
-    CROP_SIZE,
-    FACE_POLICIES,
-    Face,
-    FaceDetector,
-    aligned_face,
-    crop_box,
-    crop_square,
-    select_faces,
+from gazeclip_cli.core.data.cache import (
+    CACHE_VERSION,
+    FAILED_COLUMNS,
+    FAILURE_COLUMNS,
+    FAILURES_FILE,
+    HASH_COLUMNS,
+    PREPROCESSED_COLUMNS,
+    PREPROCESSED_FILE,
+    SAMPLE_COLUMNS,
+    STATE_DIR,
+    Appender,
+    CacheSettings,
+    PreprocessSettings,
+    crop_path,
+    estimator_fingerprint,
+    estimator_name,
+    patch_path,
+    read_csv,
+    write_csv,
+    write_png,
+    write_settings,
 )
+from gazeclip_cli.core.data.face_prep import FacePreparer
+from gazeclip_cli.core.data.faces import Face, FaceDetector
 from gazeclip_cli.core.data.frame_sampling import frame_indices
-from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings, normalise_face
 from gazeclip_cli.core.data.images import (
-    MAX_PIXELS,
     check_image_file,
     check_readable_file,
     count_video_frames,
@@ -83,102 +65,13 @@ from gazeclip_cli.core.data.images import (
     read_file_bytes,
 )
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS, read_manifest
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, DataError, InputError
 
-CACHE_VERSION = 1
-PREPROCESSED_FILE = "preprocessed.csv"
-FAILURES_FILE = "failures.csv"
-STATE_DIR = ".state"
-PREPROCESSED_COLUMNS: tuple[str, ...] = (
-    *MANIFEST_COLUMNS,
-    "sample_id",
-    "crop_path",
-    "patch_path",
-    "gaze_pitch",
-    "gaze_yaw",
-    "face_box",
-    "face_score",
-)
-FAILURE_COLUMNS = ("path", "reason")
-DEFAULT_FRAMES_PER_VIDEO = 10
+__all__ = ["PreprocessProgress", "PreprocessSettings", "PreprocessSummary", "preprocess", "read_inputs"]
+
 # Failure kinds counted in the summary.
 FAILURE_KINDS = ("unreadable", "no_face", "head_pose", "duplicate", "missing_frame")
-
-_SAMPLE_COLUMNS = (
-    "sample_id",
-    "crop_path",
-    "patch_path",
-    "gaze_pitch",
-    "gaze_yaw",
-    "gaze_estimator",
-    "face_box",
-    "face_score",
-)
-_FAILED_COLUMNS = ("sample_id", "kind", "reason")
-_HASH_COLUMNS = ("path", "size", "mtime_ns", "sha256")
-
-
-@dataclass(frozen=True)
-class PreprocessSettings:
-    """Everything that decides what ``preprocess`` produces; all but video sampling enter the cache key."""
-
-    aligned: bool = False  # inputs are aligned face crops: no detection, template landmarks
-    face_policy: str = "largest"  # largest, score or all (see gazeclip_cli.core.data.faces)
-    crop_size: int = CROP_SIZE  # side of the network's input crop
-    crop_margin: float = CROP_MARGIN  # crop side = longer face-box side * (1 + 2 * margin)
-    patch: NormalisationSettings = NormalisationSettings()  # the ETH-XGaze virtual camera
-    camera: CameraIntrinsics | None = None  # None: focal = image width, centre = image centre
-    frames_per_video: int | None = None  # N frames evenly per video (default 10 when no stride)
-    frame_stride: int | None = None  # or every K-th frame
-    min_face_size: int = 20  # MTCNN's smallest face, pixels
-    aligned_template: tuple[tuple[float, float], ...] | None = (
-        None  # 5 landmarks; None = faces.aligned_template
-    )
-    template_size: int = CROP_SIZE  # side of the square the template is given for
-    max_pixels: int = MAX_PIXELS  # larger images are refused before decoding
-
-    def __post_init__(self) -> None:
-        if self.face_policy not in FACE_POLICIES:
-            raise ConfigError(f"unknown face policy '{self.face_policy}' (known: {', '.join(FACE_POLICIES)})")
-        if self.frames_per_video is not None and self.frame_stride is not None:
-            raise ConfigError("give either frames per video or a frame stride, not both")
-        if self.frames_per_video is not None and self.frames_per_video < 1:
-            raise ConfigError(f"frames per video must be at least 1, got {self.frames_per_video}")
-        if self.frame_stride is not None and self.frame_stride < 1:
-            raise ConfigError(f"frame stride must be at least 1, got {self.frame_stride}")
-        if self.crop_size < 8 or self.patch.size < 8:
-            raise ConfigError("crop and patch sizes must be at least 8 pixels")
-        if not 0 <= self.crop_margin <= 2:
-            raise ConfigError(f"crop margin must be between 0 and 2, got {self.crop_margin}")
-        if self.aligned_template is not None and np.asarray(self.aligned_template).shape != (5, 2):
-            raise ConfigError("an aligned template needs 5 (x, y) landmarks")
-
-    def video_sampling(self) -> dict[str, int | None]:
-        """Keyword arguments for :func:`~gazeclip_cli.core.data.images.frame_indices`."""
-        if self.frame_stride is not None:
-            return {"frames_per_video": None, "frame_stride": self.frame_stride}
-        return {"frames_per_video": self.frames_per_video or DEFAULT_FRAMES_PER_VIDEO, "frame_stride": None}
-
-    def cache_key(self) -> str:
-        """Hash of the settings that change a sample's crop or patch."""
-        key: dict[str, Any] = {
-            "version": CACHE_VERSION,
-            "aligned": self.aligned,
-            "crop_size": self.crop_size,
-            "crop_margin": self.crop_margin,
-            "patch": dataclasses.asdict(self.patch),
-            "camera": None if self.camera is None else dataclasses.asdict(self.camera),
-            "max_pixels": self.max_pixels,  # decides which images are refused, a cached failure
-        }
-        if self.aligned:
-            key["template"] = (
-                None if self.aligned_template is None else [list(p) for p in self.aligned_template]
-            )
-            key["template_size"] = self.template_size
-        else:
-            key["face_policy"] = self.face_policy
-            key["min_face_size"] = self.min_face_size
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -290,81 +183,6 @@ def _read_folder(folder: Path, out_dir: Path | None) -> tuple[list[InputRow], in
     return rows, ignored
 
 
-# --- the cache's files ----------------------------------------------------------------------------
-
-
-def _read_csv(path: Path, columns: Sequence[str]) -> Iterator[dict[str, str]]:
-    """Rows of one of our own CSV files; a torn last line (a kill mid-write) is skipped."""
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(header) != tuple(columns):
-            return
-        for fields in reader:
-            if len(fields) == len(columns) and fields[0]:
-                yield dict(zip(columns, fields, strict=True))
-
-
-class _Appender:
-    """A CSV file we append to and flush row by row, so a kill loses at most the row in flight."""
-
-    def __init__(self, path: Path, columns: Sequence[str], *, truncate: bool) -> None:
-        self.path = path
-        self.columns = tuple(columns)
-        exists = path.is_file() and path.stat().st_size > 0
-        if exists and not truncate:
-            with open(path, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                torn = fh.read(1) != b"\n"
-            if torn or _read_header(path) != self.columns:
-                # Rewrite without the torn line (or the wrong header) before appending.
-                rows = list(_read_csv(path, columns))
-                _write_csv(path, columns, rows)
-        self.fh = open(path, "w" if truncate else "a", encoding="utf-8", errors="surrogateescape", newline="")
-        self.writer = csv.writer(self.fh, lineterminator="\n")
-        if truncate or not exists:
-            self.writer.writerow(self.columns)
-            self.fh.flush()
-
-    def write(self, rows: Sequence[dict[str, str]]) -> None:
-        if rows:
-            # One write() per batch: a kill leaves whole rows or a torn last line, never interleaving.
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows([[r[c] for c in self.columns] for r in rows])
-            self.fh.write(buf.getvalue())
-            self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def _read_header(path: Path) -> tuple[str, ...]:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        return tuple(next(csv.reader(fh), ()))
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
-    """Write a whole CSV file atomically (temporary name, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[r[c] for c in columns] for r in rows])
-    os.replace(tmp, path)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise DataError(f"{path}: cannot encode PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def _locked(state: Path) -> Iterator[None]:
     """Refuse to run two preprocessing jobs on one output folder at the same time."""
@@ -385,15 +203,6 @@ def _locked(state: Path) -> Iterator[None]:
         yield
     finally:
         fh.close()
-
-
-def estimator_fingerprint(estimator: torch.nn.Module) -> str:
-    """Identity of a gaze estimator: its class and a hash of its weights and buffers."""
-    h = hashlib.sha256(f"{type(estimator).__module__}.{type(estimator).__qualname__}".encode())
-    for name, tensor in sorted(estimator.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # --- work units -----------------------------------------------------------------------------------
@@ -458,16 +267,14 @@ class _Run:
         self.batch_size = max(1, batch_size)
         self.progress = progress
         self.settings_key = settings.cache_key()
-        self.camera = None if settings.camera is None else settings.camera.matrix()
-        self.template = (
-            None if settings.aligned_template is None else np.asarray(settings.aligned_template, float)
-        )
+        self.preparer = FacePreparer(settings)
         self.stop = threading.Event()
 
         self.samples: dict[str, dict[str, str]] = {}  # journal: sample id -> sample record
         self.failed: dict[str, dict[str, str]] = {}  # sample id -> kind, reason
         self.hashes: dict[tuple[str, int, int], str] = {}
-        self.last_estimator = ""
+        self.last_estimator = ""  # fingerprint of the estimator a previous run used
+        self.last_estimator_name = ""
         # Per row: its units' frames in order, and what each resolved to.
         self.units_of: dict[int, list[int | None]] = {}
         self.results: dict[tuple[int, int | None], list[tuple[str, dict[str, str]]]] = {}
@@ -481,7 +288,7 @@ class _Run:
     # -- cache state ------------------------------------------------------------------------------
 
     def load_state(self) -> None:
-        for rec in _read_csv(self.state / "samples.csv", _SAMPLE_COLUMNS):
+        for rec in read_csv(self.state / "samples.csv", SAMPLE_COLUMNS):
             self.samples[rec["sample_id"]] = rec
         # A sample counts only if both its images are still there.
         self.samples = {
@@ -489,13 +296,21 @@ class _Run:
             for k, r in self.samples.items()
             if (self.out / r["crop_path"]).is_file() and (self.out / r["patch_path"]).is_file()
         }
-        for rec in _read_csv(self.state / "failed.csv", _FAILED_COLUMNS):
+        for rec in read_csv(self.state / "failed.csv", FAILED_COLUMNS):
             self.failed[rec["sample_id"]] = rec
-        for rec in _read_csv(self.state / "hashes.csv", _HASH_COLUMNS):
+        for rec in read_csv(self.state / "hashes.csv", HASH_COLUMNS):
             with contextlib.suppress(ValueError):
                 self.hashes[(rec["path"], int(rec["size"]), int(rec["mtime_ns"]))] = rec["sha256"]
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            self.last_estimator = json.loads((self.state / "cache.json").read_text())["gaze_estimator"] or ""
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            info = json.loads((self.state / "cache.json").read_text())
+            self.last_estimator = info["gaze_estimator"] or ""
+            self.last_estimator_name = info.get("gaze_estimator_name") or ""
+
+    def record(self) -> CacheSettings:
+        """The settings record of this run's ``preprocessed.csv``: its settings and the estimator of its angles."""
+        if self.estimator is not None:
+            return CacheSettings(self.settings, estimator_name(self.estimator), self.estimator_id)
+        return CacheSettings(self.settings, self.last_estimator_name, self.last_estimator)
 
     def cached(self, unit: _Unit) -> bool:
         sid = unit.sample_id(0)
@@ -700,20 +515,13 @@ class _Run:
         for shape in list(self.buckets):
             self.process(self.buckets.pop(shape))
 
-    def faces_of(self, units: list[_Unit]) -> list[list[Face]]:
-        images = [u.image for u in units]
-        if self.settings.aligned:
-            return [[aligned_face(img, self.template, self.settings.template_size)] for img in images]  # type: ignore[arg-type]
-        assert self.detector is not None
-        found = self.detector.detect(images, batch_size=len(images))  # type: ignore[arg-type]
-        return [select_faces(f, self.settings.face_policy) for f in found]  # type: ignore[arg-type]
-
     def process(self, units: list[_Unit]) -> None:
         """Detect, crop, normalise, estimate gaze and write one batch of same-size images."""
         made: list[tuple[_Unit, str, Face, np.ndarray, np.ndarray]] = []
         entries: dict[int, list[tuple[str, dict[str, str]]]] = {id(u): [] for u in units}
         new_failed: list[dict[str, str]] = []
-        for unit, faces in zip(units, self.faces_of(units), strict=True):
+        found = self.preparer.find_faces([u.image for u in units], self.detector, len(units))  # type: ignore[misc]
+        for unit, faces in zip(units, found, strict=True):
             image = unit.image
             assert image is not None
             if not faces:
@@ -723,28 +531,22 @@ class _Run:
             for k, face in enumerate(faces):
                 sid = unit.sample_id(k)
                 try:
-                    norm = normalise_face(image, face.landmarks, self.camera, self.settings.patch)
+                    inputs = self.preparer.prepare(image, face)
                 except InputError as exc:
                     reason = (f"face {k + 1} of {len(faces)}: " if len(faces) > 1 else "") + str(exc)
                     entries[id(unit)].append(self.failure("head_pose", unit.prefix() + reason))
                     new_failed.append({"sample_id": sid, "kind": "head_pose", "reason": reason})
                     continue
-                if self.settings.aligned:
-                    crop = crop_square(image, face.box, self.settings.crop_size)
-                else:
-                    crop = crop_square(
-                        image, crop_box(face.box, self.settings.crop_margin), self.settings.crop_size
-                    )
-                made.append((unit, sid, face, crop, norm.patch))
+                assert inputs.patch is not None
+                made.append((unit, sid, face, inputs.crop, inputs.patch))
                 entries[id(unit)].append(("sample", {"sample_id": sid}))  # the record is made below
             unit.image = None  # release the decoded image
         gaze = self.run_estimator([m[4] for m in made]) if self.estimator is not None and made else None
         records = []
         for i, (_, sid, face, crop, patch) in enumerate(made):
-            crop_rel = f"crops/{sid[:2]}/{sid}.png"
-            patch_rel = f"patches/{sid[:2]}/{sid}.png"
-            _write_png(self.out / crop_rel, crop)
-            _write_png(self.out / patch_rel, patch)
+            crop_rel, patch_rel = crop_path(sid), patch_path(sid)
+            write_png(self.out / crop_rel, crop)
+            write_png(self.out / patch_rel, patch)
             rec = {
                 "sample_id": sid,
                 "crop_path": crop_rel,
@@ -816,11 +618,13 @@ class _Run:
         self.state.mkdir(parents=True, exist_ok=True)
         with _locked(self.state):
             self.load_state()
-            self.journal = _Appender(self.state / "samples.csv", _SAMPLE_COLUMNS, truncate=False)
-            self.failed_log = _Appender(self.state / "failed.csv", _FAILED_COLUMNS, truncate=False)
-            self.hash_log = _Appender(self.state / "hashes.csv", _HASH_COLUMNS, truncate=False)
-            self.preprocessed = _Appender(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, truncate=True)
-            self.failures = _Appender(self.out / FAILURES_FILE, FAILURE_COLUMNS, truncate=True)
+            # The record first: preprocessed.csv is rewritten from here on, also if the run stops.
+            write_settings(self.out, self.record())
+            self.journal = Appender(self.state / "samples.csv", SAMPLE_COLUMNS, truncate=False)
+            self.failed_log = Appender(self.state / "failed.csv", FAILED_COLUMNS, truncate=False)
+            self.hash_log = Appender(self.state / "hashes.csv", HASH_COLUMNS, truncate=False)
+            self.preprocessed = Appender(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, truncate=True)
+            self.failures = Appender(self.out / FAILURES_FILE, FAILURE_COLUMNS, truncate=True)
             pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gazeclip-decode")
             try:
                 self.consume(pool)
@@ -965,16 +769,21 @@ class _Run:
                         out_rows.append(self.output_row(row, frame, self.samples[rec["sample_id"]]))
                     else:
                         fail_rows.append({"path": self.csv_path(row), "reason": rec["reason"]})
-        _write_csv(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, out_rows)
-        _write_csv(self.out / FAILURES_FILE, FAILURE_COLUMNS, fail_rows)
-        _write_csv(self.state / "samples.csv", _SAMPLE_COLUMNS, list(self.samples.values()))
-        _write_csv(self.state / "failed.csv", _FAILED_COLUMNS, list(self.failed.values()))
+        write_csv(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, out_rows)
+        write_csv(self.out / FAILURES_FILE, FAILURE_COLUMNS, fail_rows)
+        write_csv(self.state / "samples.csv", SAMPLE_COLUMNS, list(self.samples.values()))
+        write_csv(self.state / "failed.csv", FAILED_COLUMNS, list(self.failed.values()))
         latest: dict[str, dict[str, str]] = {}  # one entry per file: the last one seen
         for (path, size, mtime), digest in self.hashes.items():
             latest[path] = {"path": path, "size": str(size), "mtime_ns": str(mtime), "sha256": digest}
-        _write_csv(self.state / "hashes.csv", _HASH_COLUMNS, list(latest.values()))
-        estimator = self.estimator_id or self.last_estimator
-        info = {"version": CACHE_VERSION, "settings": self.settings_key, "gaze_estimator": estimator or None}
+        write_csv(self.state / "hashes.csv", HASH_COLUMNS, list(latest.values()))
+        record = self.record()
+        info = {
+            "version": CACHE_VERSION,
+            "settings": self.settings_key,
+            "gaze_estimator": record.gaze_estimator_fingerprint or None,
+            "gaze_estimator_name": record.gaze_estimator or None,
+        }
         (self.state / "cache.json").write_text(json.dumps(info, indent=2) + "\n")
         return PreprocessSummary(
             out_dir=display_path(self.out),
@@ -1034,15 +843,7 @@ def preprocess(
         DataError: the source is missing or malformed, the folder is in use, or a write fails.
         ConfigError: the settings do not fit the estimator.
     """
-    if isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise ConfigError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
-    else:
-        dev = device
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    dev = resolve_device(device)
     if gaze_estimator is not None and settings.patch.size != 224:
         raise ConfigError(
             f"the gaze estimator reads 224 x 224 patches; the patch size is {settings.patch.size}"

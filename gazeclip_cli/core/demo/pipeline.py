@@ -18,8 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from gazeclip_cli.core.data.preprocess import PreprocessSettings, preprocess
-from gazeclip_cli.core.demo.gaze_fit import GazeFitConfig, fit_on_renders, save_gaze_estimator
+from gazeclip_cli.core.data.preprocess import preprocess
+from gazeclip_cli.core.demo.gaze_fit import (
+    DEMO_PREPROCESSING,
+    GazeFitConfig,
+    fit_on_renders,
+    save_gaze_estimator,
+)
 from gazeclip_cli.core.demo.synthetic import SyntheticBenchmarkConfig, write_synthetic_benchmark
 from gazeclip_cli.core.evaluate.runner import EvaluateResult, evaluate_model
 from gazeclip_cli.core.train.run_config import RunConfig
@@ -120,7 +125,7 @@ def run_demo(
     preprocess(
         bench.manifest,
         out / "cache",
-        PreprocessSettings(aligned=True),
+        DEMO_PREPROCESSING,
         gaze_estimator=fit.estimator,
         workers=2,
         progress=lambda p: say("preprocess", {"progress": p}),

@@ -249,7 +249,8 @@ def attribute_with_report(predictor: Predictor, path: str | os.PathLike[str]) ->
     """Attribute one file keeping what the report shows: the image, the result, a heatmap per face."""
     prepared = predictor.prepare(path, keep_image=True)
     result = predictor.result(prepared, predictor.predict_faces(prepared.faces) if prepared.faces else [])
-    explainable = predictor.model.gie is not None and predictor.model.attribution_expert is not None
+    model = predictor.model
+    explainable = model.cam_layer() is not None and model.attribution_expert is not None  # Grad-CAM's logit
     heatmaps = [predictor.gradcam(f) for f in prepared.faces] if explainable else []
     return ReportEntry(prepared, result, heatmaps)
 

@@ -16,40 +16,15 @@ import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.detector import Detector, ParameterGroups
+from gazeclip_cli.core.model.paper import paper_row
 
-PAPER_TABLE_VII = {"params_m": 204.40, "gflops": 17.65, "seconds_per_image_a100": 0.192}
-
-# The paper's modules; a parameter or module name lands in the first group whose rule matches.
-GROUP_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("gaze estimator (GE, frozen)", lambda n: n.startswith("gaze_encoder.estimator.")),
-    ("gaze adapter (GE)", lambda n: n.startswith("gaze_encoder.adapter.")),
-    ("AGPM appearance encoder", lambda n: n.startswith("agpm.encoder.")),
-    ("AGPM transformer + tokens", lambda n: n.startswith(("agpm.", "gaze_to_agpm."))),
-    ("GIE gaze injectors", lambda n: n.startswith("gie.injectors.")),
-    ("GIE LoRA", lambda n: n.startswith("gie.") and "lora_" in n),
-    (
-        "GIE class token + position embedding",
-        lambda n: n in ("gie.visual.class_embedding", "gie.visual.positional_embedding"),
-    ),
-    ("GIE CLIP image tower (frozen)", lambda n: n.startswith("gie.")),
-    ("LRE word selectors (AWS)", lambda n: n.startswith("lre.selectors.")),
-    ("LRE LoRA", lambda n: n.startswith("lre.") and "lora_" in n),
-    ("LRE position embedding + LP", lambda n: n in ("lre.positional_embedding", "lre.learnable")),
-    ("LRE CLIP text tower (frozen)", lambda n: n.startswith("lre.")),
-    ("fusion (W_ig, W_ag)", lambda n: n.startswith("fuse_")),
-    (
-        "experts (attribution, detection)",
-        lambda n: n.startswith(("attribution_expert.", "detection_expert.")),
-    ),
-    ("temperature", lambda n: n == "logit_scale"),
-)
 OTHER = "other"
 
 
-def group_of(name: str) -> str:
-    """The module group of a parameter name, or of a module name given with a trailing dot."""
-    return next((label for label, rule in GROUP_RULES if rule(name)), OTHER)
+def group_of(name: str, rules: ParameterGroups) -> str:
+    """The model's group of a parameter name, or of a module name given with a trailing dot."""
+    return next((label for label, rule in rules if rule(name)), OTHER)
 
 
 @dataclass
@@ -104,7 +79,7 @@ class ModelInfo:
                 "train_path": self.train_path_flops // 2,
                 "text_per_prompt_set": self.text_flops_per_prompt_set // 2,
             },
-            "paper_table_vii": PAPER_TABLE_VII,
+            "paper_table_vii": row.as_dict() if (row := paper_row(self.architecture)) else None,
         }
 
 
@@ -174,34 +149,34 @@ def count_flops(fn: Callable, *args, **kwargs) -> int:
     return sum(module_flops(root, fn, *args, **kwargs).values())
 
 
-def _by_group(flops: dict[str, int]) -> dict[str, int]:
+def _by_group(flops: dict[str, int], rules: ParameterGroups) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
     for name, n in flops.items():
-        out[group_of(name + ".") if name else OTHER] += n
+        out[group_of(name + ".", rules) if name else OTHER] += n
     return out
 
 
 @torch.no_grad()
-def model_info(model: GazeCLIP) -> ModelInfo:
+def model_info(model: Detector) -> ModelInfo:
     """Parameter breakdown and per-image FLOPs of the test and train paths (on the model's device)."""
     cfg = model.cfg
+    rules = model.parameter_groups()
     params: dict[str, list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        params.setdefault(group_of(name), []).append(p)
+        params.setdefault(group_of(name, rules), []).append(p)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    size = cfg.clip.vision.image_size
+    size = cfg.image_size
     images = torch.rand(1, 3, size, size, device=device)
-    patches = torch.rand(1, 3, 224, 224, device=device) if model.gaze_encoder is not None else None
-    test = _by_group(module_flops(model, model, images, patches))
+    patches = torch.rand(1, 3, 224, 224, device=device) if model.uses_gaze else None
+    test = _by_group(module_flops(model, model, images, patches), rules)
     text: dict[str, int] = {}
-    if model.lre is not None:
-        text = _by_group(
-            module_flops(model, model.encode_text, torch.zeros(1, dtype=torch.long, device=device))
-        )
+    if model.uses_text:
+        one_set = torch.zeros(1, dtype=torch.long, device=device)
+        text = _by_group(module_flops(model, model.encode_text, one_set), rules)
     model.train(was_training)
-    labels = [label for label, _ in GROUP_RULES] + [OTHER]
+    labels = list(dict.fromkeys([label for label, _ in rules] + [OTHER]))
     modules = [
         ModuleCount(
             label,

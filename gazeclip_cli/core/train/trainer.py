@@ -11,7 +11,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,22 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
+from gazeclip_cli.core import distributed as D
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
-from gazeclip_cli.core.errors import DataError, GazeclipError
-from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    cache_fingerprint,
+    cached_gaze_fits,
+    classes_of,
+    read_cache,
+)
+from gazeclip_cli.core.devices import autocast_for, resolve_device
+from gazeclip_cli.core.errors import ConfigError, DataError, GazeclipError
+from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
+from gazeclip_cli.core.model.builder import WeightSources, build_model
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
-from gazeclip_cli.core.train import distributed as D
-from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.train.optim import build_optimizer, clamp_temperature
 from gazeclip_cli.core.train.run_config import RunConfig, check_val_metric, model_config
 
@@ -50,26 +57,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GazeclipError(
-            f"device '{name}' requested but CUDA is not available here; use --device cpu or auto"
-        )
-    return device
-
-
-def autocast_for(device: torch.device, amp: str):
-    """bf16 autocast on CUDA (``auto``/``bf16``); CPU runs in fp32 unless bf16 is asked for."""
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    if not use:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The data order of one epoch, from the seed and the epoch number only."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -89,70 +76,10 @@ def _forward(model, batch, with_text: bool):
     )
 
 
-def trainable_state(model: GazeCLIP) -> dict[str, torch.Tensor]:
+def trainable_state(model: Detector) -> dict[str, torch.Tensor]:
     """Every tensor that is not a frozen pretrained weight (what a checkpoint must hold)."""
     skip = pretrained_keys(model)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in skip}
-
-
-@torch.no_grad()
-def predict(
-    model: GazeCLIP,
-    dataset: CacheDataset,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    ctx: D.DistContext,
-    amp: str = "off",
-) -> dict[str, np.ndarray]:
-    """Softmax outputs of each expert the model has, for every row of ``dataset`` (gathered across ranks, in row order)."""
-    model.eval()
-    indices = D.shard(list(range(len(dataset))), ctx)
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers)
-    widths = {"attribution": model.cfg.num_classes, "detection": 2}
-    probs: dict[str, list[torch.Tensor]] = {head: [] for head in model.cfg.experts}
-    idx = []
-    for batch in loader:
-        batch = _to(batch, device)
-        with autocast_for(device, amp):
-            out = _forward(model, batch, with_text=False)
-        logits = {"attribution": out.attribution_logits, "detection": out.detection_logits}
-        for head in probs:
-            probs[head].append(logits[head].float().softmax(-1))
-        idx.append(batch["index"])
-    i = torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=device)
-    i = D.all_gather_tensor(i, ctx)
-    order = {}
-    for pos, k in enumerate(i.tolist()):
-        order.setdefault(k, pos)  # padding repeats a few rows: keep the first
-    keep = torch.tensor([order[k] for k in range(len(dataset))], dtype=torch.long, device=i.device)
-    result = {}
-    for head, parts in probs.items():
-        p = torch.cat(parts) if parts else torch.zeros(0, widths[head], device=device)
-        result[head] = D.all_gather_tensor(p, ctx)[keep].cpu().numpy()
-    return result
-
-
-def validation_metrics(
-    probs: dict[str, np.ndarray], dataset: CacheDataset, tau: float = 0.9
-) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
-
-    dfa = np.array([r.dfa for r in dataset.rows])
-    dfd = np.array([r.dfd for r in dataset.rows])
-    metrics = {}
-    if "attribution" in probs:  # each expert's metrics only where the model has it (Fig. 9)
-        att = probs["attribution"]
-        pred = att.argmax(1)
-        metrics["val_closed_set_acc"] = float((pred == dfa).mean())
-        metrics["val_open_set_acc"] = float(((pred == dfa) & (att.max(1) >= tau)).mean())
-    if "detection" in probs:
-        det = probs["detection"]
-        metrics["val_detection_acc"] = float((det.argmax(1) == dfd).mean())
-        metrics["val_detection_auc"] = (
-            float(roc_auc_score(dfd, det[:, 1])) if len(set(dfd.tolist())) == 2 else float("nan")
-        )
-    return metrics
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -174,7 +101,7 @@ def train(
     resume: bool = False,
     weights: WeightSources | None = None,
     progress: Progress | None = None,
-    prepare_model: Callable[[GazeCLIP], None] | None = None,
+    prepare_model: Callable[[Detector], None] | None = None,
 ) -> TrainResult:
     """Train on the ``train`` split of a preprocessing cache, validate on ``val``, write a model folder.
 
@@ -189,7 +116,7 @@ def train(
             gaze estimator).
     """
     out_dir = Path(out_dir)
-    device = pick_device(run.device)
+    device = resolve_device(run.device)
     ctx = D.init_from_env(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
@@ -201,13 +128,20 @@ def train(
 
 
 def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx) -> TrainResult:
-    rows = read_cache(cache_dir)
-    train_rows = [r for r in rows if r.split == "train"]
-    val_rows = [r for r in rows if r.split == "val"]
+    cache = read_cache(cache_dir)
+    train_rows, val_rows = cache.split("train"), cache.split("val")
     if not train_rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the 'train' split")
     cfg = model_config(run, classes_of(train_rows))
     check_val_metric(run, cfg)
+    if val_rows:
+        check_classes([c.name for c in cfg.classes], val_rows, "val")
+        group = run.val_metric.removeprefix("val_").split("_", 1)[0]  # seen or unseen
+        if not any((r.dfa >= 0) == (group == "seen") for r in val_rows):
+            raise ConfigError(
+                f"val_metric {run.val_metric}: the val split of {cache_dir} has no {group} sets; "
+                f"pick a val_seen_* metric or add {group} rows to the val split"
+            )
     ckpt_path = out_dir / CHECKPOINT
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,7 +155,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
     if resume and not ckpt_path.exists():
         raise GazeclipError(f"{ckpt_path}: no checkpoint to resume from")
 
-    model = build_gazeclip(cfg, weights, seed=run.seed)
+    model = build_model(cfg, weights, seed=run.seed)
     if prepare_model is not None:
         prepare_model(model)
     model.to(device)
@@ -246,12 +180,19 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         else model
     )
 
-    cached = run.use_cached_gaze and cfg.accepts_cached_gaze  # a fine-tuned estimator reads the patches
-    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, cached)
-    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, cached) if val_rows else None
+    # Cached angles only from the estimator this model runs, and only while it stays frozen: another
+    # estimator's would be other inputs, and a fine-tuned one must see the patches to train.
+    cached_gaze = (
+        run.use_cached_gaze
+        and cfg.accepts_cached_gaze
+        and cached_gaze_fits(cache.settings, model.gaze_estimator)
+    )
+    train_set = CacheDataset(train_rows, cfg.image_size, cached_gaze, model.uses_gaze)
+    val_set = CacheDataset(val_rows, cfg.image_size, cached_gaze, model.uses_gaze) if val_rows else None
+    recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"
-    with_text = model.lre is not None
+    with_text = model.uses_text
     history: list[dict[str, Any]] = []
     if progress:
         progress(
@@ -260,6 +201,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                 "train": len(train_set),
                 "val": len(val_set or []),
                 "device": str(device),
+                "gaze": "cached angles" if train_set.cached else "patches",
                 "epochs": run.epochs,
                 "state": dict(state),
             },
@@ -340,8 +282,11 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         }
         D.broadcast_buffers(model, ctx)  # the model rank 0 saves is the model every rank validates
         if val_set is not None:
-            probs = predict(model, val_set, device, per_rank_batch, run.workers, ctx, run.amp)
-            summary.update(validation_metrics(probs, val_set))
+            # evaluate's loop and metrics: the best epoch is chosen by the numbers evaluate prints.
+            att, det = predict_dataset(
+                model, val_set, device, per_rank_batch, run.workers, ctx=ctx, amp=run.amp
+            )
+            summary.update({f"val_{k}": v for k, v in evaluate_rows(val_rows, att, det).averages().items()})
         state["epoch"] = epoch + 1
         state["step_in_epoch"] = 0
         metric = summary.get(run.val_metric)
@@ -356,7 +301,8 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                 save_model_folder(
                     model,
                     out_dir / "model",
-                    trained_on=_cache_fingerprint(cache_dir),
+                    trained_on=cache_fingerprint(cache_dir),
+                    preprocessing=recorded,
                     extra={
                         "run": to_dict(run),
                         "epoch": epoch,
@@ -374,19 +320,13 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         save_model_folder(
             model,
             out_dir / "model",
-            trained_on=_cache_fingerprint(cache_dir),
+            trained_on=cache_fingerprint(cache_dir),
+            preprocessing=recorded,
             extra={"run": to_dict(run), "epoch": None},
         )
     return TrainResult(
         out_dir, out_dir / "model", state["epoch"], state["best_metric"], state["best_epoch"], history
     )
-
-
-def _cache_fingerprint(cache_dir: Path) -> str:
-    """SHA-256 of the cache index: what the model was trained on."""
-    from gazeclip_cli.core.weights.locate import sha256_file
-
-    return "sha256:" + sha256_file(cache_dir / CACHE_INDEX)
 
 
 __all__ = ["RunConfig", "TrainResult", "TrainingInterrupted", "asdict", "train"]

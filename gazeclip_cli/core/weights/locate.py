@@ -4,8 +4,9 @@ A weight named ``N`` is looked for in the weights folder (``--weights-dir``,
 ``$GAZECLIP_WEIGHTS_DIR``, or ``models/weights`` under the current folder) as
 ``N.safetensors``, ``N.pt``, ``N.pth``, ``N.bin``, ``N.pth.tar``, or a folder ``N/``
 holding one weight file (an open_clip ``local-dir`` folder with
-``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, or ETH-XGaze's
-``epoch_24_ckpt.pth.tar``).
+``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, a Hugging Face timm
+snapshot with ``model.safetensors``, or ETH-XGaze's ``epoch_24_ckpt.pth.tar``). Weights of
+timm backbones are named ``timm-<model>.<tag>`` after timm's own names.
 """
 
 from __future__ import annotations
@@ -29,6 +30,25 @@ class WeightSpec:
     description: str  # what it is
     how_to_get: str  # where it comes from, for the missing-file message
     fetchable: bool  # `gazeclip weights fetch` can download it
+    timm_name: str = ""  # timm "<model>.<tag>" whose pretrained weights these are ("" = not timm's)
+
+
+TIMM_WEIGHT_PREFIX = "timm-"
+
+
+def timm_weight_spec(name: str) -> WeightSpec:
+    """The spec of weight ``timm-<model>.<tag>``: timm's pretrained weights of that model and tag."""
+    timm_name = name[len(TIMM_WEIGHT_PREFIX) :]
+    return WeightSpec(
+        name=name,
+        description=f"timm {timm_name} backbone (timm's key layout)",
+        how_to_get=(
+            f"run `gazeclip weights fetch {name}` on a machine with internet (through timm), or copy the file "
+            f"timm downloads for {timm_name} (its Hugging Face model.safetensors, or the .pth at its URL) there"
+        ),
+        fetchable=True,
+        timm_name=timm_name,
+    )
 
 
 KNOWN_WEIGHTS: dict[str, WeightSpec] = {
@@ -50,7 +70,25 @@ KNOWN_WEIGHTS: dict[str, WeightSpec] = {
         ),
         fetchable=False,
     ),
+    # The baselines' backbones (gazeclip_cli/core/architectures/{resnet-18,xception,vit-b-16}.toml).
+    **{
+        spec.name: spec
+        for spec in (
+            timm_weight_spec("timm-resnet18.tv_in1k"),
+            timm_weight_spec("timm-legacy_xception.tf_in1k"),
+            timm_weight_spec("timm-vit_base_patch16_224.augreg2_in21k_ft_in1k"),
+        )
+    },
 }
+
+
+def weight_spec(name: str) -> WeightSpec | None:
+    """A known weight's spec, one derived for any ``timm-<model>.<tag>`` name, or None."""
+    if name in KNOWN_WEIGHTS:
+        return KNOWN_WEIGHTS[name]
+    if name.startswith(TIMM_WEIGHT_PREFIX) and len(name) > len(TIMM_WEIGHT_PREFIX):
+        return timm_weight_spec(name)
+    return None
 
 
 def weights_dir(explicit: str | Path | None = None) -> Path:
@@ -76,6 +114,7 @@ def find_weight(name: str, directory: Path) -> Path | None:
         for preferred in (
             "open_clip_model.safetensors",
             "open_clip_pytorch_model.bin",
+            "model.safetensors",  # a Hugging Face timm snapshot (it also holds pytorch_model.bin)
             "epoch_24_ckpt.pth.tar",
         ):
             if (folder / preferred).is_file():
@@ -86,8 +125,24 @@ def find_weight(name: str, directory: Path) -> Path | None:
     return None
 
 
+def present_timm_weights(directory: Path) -> list[str]:
+    """Names of ``timm-*`` weights in ``directory`` (files or folders), known or not."""
+    if not directory.is_dir():
+        return []
+    names = set()
+    for p in directory.iterdir():
+        if not p.name.startswith(TIMM_WEIGHT_PREFIX):
+            continue
+        suffix = next((s for s in WEIGHT_SUFFIXES if p.is_file() and p.name.endswith(s)), None)
+        if suffix:
+            names.add(p.name[: -len(suffix)])
+        elif p.is_dir():
+            names.add(p.name)
+    return sorted(n for n in names if find_weight(n, directory) is not None)
+
+
 def missing_message(name: str, directory: Path) -> str:
-    spec = KNOWN_WEIGHTS.get(name)
+    spec = weight_spec(name)
     where = f"{directory / name}.safetensors (or .pt/.pth/.bin/.pth.tar, or a folder {directory / name}/)"
     how = f": {spec.how_to_get}" if spec else ""
     return f"weight '{name}' not found; put it at {where}{how}. See `gazeclip weights`."
