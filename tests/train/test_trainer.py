@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -135,10 +136,15 @@ def test_cached_angles_are_used_only_when_the_models_estimator_made_them(tiny_ca
             seen["gaze"] = info["gaze"]
 
     run = RunConfig(**TINY, epochs=1, max_steps_per_epoch=1)
+    # Another estimator's angles are refused (tests/train/test_cached_gaze_check.py); without
+    # cached gaze the model's estimator reads the patches.
+    write_settings(tiny_cache, CacheSettings(PreprocessSettings(), "small-cnn", "0" * 16))
+    with pytest.raises(DataError, match="come from small-cnn"):
+        train(run, tiny_cache, tmp_path / "refused")
     for fingerprint, expected in ((ours, "cached angles"), ("0" * 16, "patches")):
         write_settings(tiny_cache, CacheSettings(PreprocessSettings(), "small-cnn", fingerprint))
         out = tmp_path / expected.replace(" ", "-")
-        train(run, tiny_cache, out, progress=start)
+        train(replace(run, use_cached_gaze=expected == "cached angles"), tiny_cache, out, progress=start)
         assert seen["gaze"] == expected
         meta = json.loads((out / "model" / "meta.json").read_text())
         assert meta["preprocessing"]["cache"]["gaze_estimator"] == {

@@ -50,6 +50,7 @@ def weights_status(
                 "size_mb": round(path.stat().st_size / 1e6, 1) if path else None,
                 "sha256": sha256_file(path) if path else None,
                 "description": spec.description,
+                "source": spec.source,
                 "missing": None if path else missing_message(name, folder),
             }
         )
@@ -58,7 +59,7 @@ def weights_status(
         return
     output.print_table(
         f"weights in {folder}",
-        ["name", "status", "size (MB)", "sha256", "what"],
+        ["name", "status", "size (MB)", "sha256", "what", "from"],
         [
             [
                 r["name"],
@@ -66,6 +67,7 @@ def weights_status(
                 r["size_mb"],
                 (r["sha256"] or "")[:16],
                 r["description"],
+                r["source"],
             ]
             for r in rows
         ],
@@ -83,7 +85,7 @@ def weights_fetch(
     ),
     directory: Path | None = WEIGHTS_DIR_OPTION,
 ) -> None:
-    """Download CLIP (open_clip) and timm backbone weights (needs internet); say how to get ETH-XGaze's by hand."""
+    """Download CLIP (open_clip) and timm backbone weights (needs internet); say how to get the gaze estimators' by hand."""
     from gazeclip_cli.core.model.builder import resolve_weight_names
 
     folder = weights_dir(directory)

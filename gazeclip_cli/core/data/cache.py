@@ -284,6 +284,38 @@ def cached_gaze_fits(record: CacheSettings | None, estimator: torch.nn.Module | 
     return record.gaze_estimator_fingerprint == estimator_fingerprint(estimator)
 
 
+def check_cached_gaze(
+    cache: Cache, estimator: torch.nn.Module | None, *sets: CacheDataset | None, also: str = ""
+) -> None:
+    """Refuse cached angles another estimator computed than ``estimator``, the model's (Table V runs).
+
+    Nothing to check when the model has no gaze estimator or none of ``sets`` reads cached
+    angles. ``also`` is a second way out the caller offers (e.g. training without cached gaze).
+
+    Raises:
+        DataError: which estimator made the cache's angles, and the command that recomputes them.
+    """
+    if estimator is None or not any(s is not None and s.cached and s.with_gaze for s in sets):
+        return
+    if cached_gaze_fits(cache.settings, estimator):
+        return
+    record = cache.settings
+    assert record is not None  # cached_gaze_fits trusts a cache without a record
+    name, ours = estimator_name(estimator), estimator_fingerprint(estimator)
+    made_by = (
+        f"{record.gaze_estimator or 'an unnamed estimator'} (fingerprint {record.gaze_estimator_fingerprint})"
+        if record.gaze_estimator_fingerprint
+        else "no recorded estimator"
+    )
+    weights = " --gaze-weights FILE (this model's weight file)" if record.gaze_estimator == name else ""
+    raise DataError(
+        f"{cache.folder}: its gaze angles come from {made_by} ({SETTINGS_FILE}), not from this model's "
+        f"gaze estimator {name} (fingerprint {ours}); recompute them with `gazeclip preprocess SOURCE "
+        f"--out {cache.folder} --gaze-estimator {name}{weights}` (SOURCE and options as before: only the "
+        f"angles are recomputed){f' {also}' if also else ''}"
+    )
+
+
 # --- writing ------------------------------------------------------------------------------------
 
 
@@ -359,14 +391,19 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]
     os.replace(tmp, path)
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """A lossless RGB PNG, written atomically (what every cached crop and patch is)."""
+def encode_png(rgb: np.ndarray) -> bytes:
+    """A lossless RGB PNG (what every cached crop and patch is), as bytes."""
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
-        raise DataError(f"{path}: cannot encode PNG")
+        raise DataError(f"cannot encode a PNG of an array of shape {rgb.shape}")
+    return data.tobytes()
+
+
+def write_png(path: Path, png: bytes) -> None:
+    """Write :func:`encode_png`'s bytes atomically (a kill leaves the old file or none, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
+    tmp.write_bytes(png)
     os.replace(tmp, path)
 
 

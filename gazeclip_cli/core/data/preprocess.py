@@ -42,6 +42,7 @@ from gazeclip_cli.core.data.cache import (
     CacheSettings,
     PreprocessSettings,
     crop_path,
+    encode_png,
     estimator_fingerprint,
     estimator_name,
     patch_path,
@@ -51,7 +52,7 @@ from gazeclip_cli.core.data.cache import (
     write_settings,
 )
 from gazeclip_cli.core.data.face_prep import FacePreparer
-from gazeclip_cli.core.data.faces import Face, FaceDetector
+from gazeclip_cli.core.data.faces import FaceDetector
 from gazeclip_cli.core.data.frame_sampling import frame_indices
 from gazeclip_cli.core.data.images import (
     check_image_file,
@@ -67,11 +68,12 @@ from gazeclip_cli.core.data.images import (
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS, read_manifest
 from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, DataError, InputError
+from gazeclip_cli.core.ray_engine import RayOptions
 
 __all__ = ["PreprocessProgress", "PreprocessSettings", "PreprocessSummary", "preprocess", "read_inputs"]
 
 # Failure kinds counted in the summary.
-FAILURE_KINDS = ("unreadable", "no_face", "head_pose", "duplicate", "missing_frame")
+FAILURE_KINDS = ("unreadable", "no_face", "head_pose", "duplicate", "missing_frame", "worker_crash")
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,81 @@ class _VideoJob:
     path: str
     rows: list[InputRow]
     messages: queue.Queue[tuple[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=8))
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """What one face of an image became: a sample (its PNGs and metadata) or a failure."""
+
+    face: int  # index under the face policy (0 for "no face found")
+    kind: str  # "sample", or the failure's kind (no_face, head_pose, worker_crash)
+    reason: str = ""  # a failure's reason, without the file name
+    crop_png: bytes = b""  # the sample's crop, PNG
+    patch_png: bytes = b""  # its normalised gaze patch, PNG
+    box: tuple[float, float, float, float] | None = None  # x0 y0 x1 y1 of the face in the image
+    score: float | None = None  # MTCNN's probability; None in aligned mode
+    gaze: tuple[float, float] | None = None  # (pitch, yaw) when an estimator ran
+
+
+def prepare_faces(
+    preparer: FacePreparer,
+    detector: FaceDetector | None,
+    estimator: torch.nn.Module | None,
+    images: list[np.ndarray],
+    batch_size: int,
+) -> list[list[FaceResult]]:
+    """The heavy part of a batch of same-size images, with no cache state: its faces' results per image.
+
+    Detection of all the images at once, then each face's crop and gaze patch, the estimator
+    over the patches (``batch_size`` per pass) and the PNG encoding. ``preprocess`` runs it
+    in its own thread, the Ray engine in its workers.
+    """
+    found = preparer.find_faces(images, detector, len(images))
+    per_image: list[list[FaceResult]] = []
+    made: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (image, slot, crop, patch)
+    for i, (image, faces) in enumerate(zip(images, found, strict=True)):
+        results: list[FaceResult] = []
+        if not faces:
+            results.append(FaceResult(0, "no_face", "no face found"))
+        for k, face in enumerate(faces):
+            try:
+                inputs = preparer.prepare(image, face)
+            except InputError as exc:
+                reason = (f"face {k + 1} of {len(faces)}: " if len(faces) > 1 else "") + str(exc)
+                results.append(FaceResult(k, "head_pose", reason))
+                continue
+            assert inputs.patch is not None
+            made.append((i, len(results), inputs.crop, inputs.patch))
+            results.append(FaceResult(k, "sample", box=inputs.box, score=inputs.score))
+        per_image.append(results)
+    gaze = (
+        estimate_gaze(estimator, [m[3] for m in made], batch_size) if estimator is not None and made else None
+    )
+    for j, (i, slot, crop, patch) in enumerate(made):
+        per_image[i][slot] = dataclasses.replace(
+            per_image[i][slot],
+            crop_png=encode_png(crop),
+            patch_png=encode_png(patch),
+            gaze=None if gaze is None else (float(gaze[j, 0]), float(gaze[j, 1])),
+        )
+    return per_image
+
+
+@torch.inference_mode()
+def estimate_gaze(estimator: torch.nn.Module, patches: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """(N, 2) pitch and yaw from (224, 224, 3) uint8 patches, in eval mode, ``batch_size`` per pass."""
+    device = next(iter(estimator.parameters()), torch.empty(0)).device
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        out = []
+        for start in range(0, len(patches), batch_size):
+            chunk = np.stack(patches[start : start + batch_size])  # (B, 224, 224, 3)
+            x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224)
+            out.append(estimator(x).float().cpu().numpy())  # (B, 2)
+        return np.concatenate(out)
+    finally:
+        estimator.train(was_training)
 
 
 class _Run:
@@ -517,78 +594,58 @@ class _Run:
 
     def process(self, units: list[_Unit]) -> None:
         """Detect, crop, normalise, estimate gaze and write one batch of same-size images."""
-        made: list[tuple[_Unit, str, Face, np.ndarray, np.ndarray]] = []
-        entries: dict[int, list[tuple[str, dict[str, str]]]] = {id(u): [] for u in units}
+        images = [u.image for u in units]
+        for unit in units:
+            unit.image = None  # released once the batch is done
+        self.store(
+            units, prepare_faces(self.preparer, self.detector, self.estimator, images, self.batch_size)
+        )  # type: ignore[arg-type]
+
+    def store(self, units: list[_Unit], results: list[list[FaceResult]]) -> None:
+        """Write a batch's samples (PNGs, then the journal), record its failures, resolve its units."""
+        records: list[dict[str, str]] = []
         new_failed: list[dict[str, str]] = []
-        found = self.preparer.find_faces([u.image for u in units], self.detector, len(units))  # type: ignore[misc]
-        for unit, faces in zip(units, found, strict=True):
-            image = unit.image
-            assert image is not None
-            if not faces:
-                reason = "no face found"
-                entries[id(unit)].append(self.failure("no_face", unit.prefix() + reason))
-                new_failed.append({"sample_id": unit.sample_id(0), "kind": "no_face", "reason": reason})
-            for k, face in enumerate(faces):
-                sid = unit.sample_id(k)
-                try:
-                    inputs = self.preparer.prepare(image, face)
-                except InputError as exc:
-                    reason = (f"face {k + 1} of {len(faces)}: " if len(faces) > 1 else "") + str(exc)
-                    entries[id(unit)].append(self.failure("head_pose", unit.prefix() + reason))
-                    new_failed.append({"sample_id": sid, "kind": "head_pose", "reason": reason})
+        entries: list[list[tuple[str, dict[str, str]]]] = []
+        for unit, faces in zip(units, results, strict=True):
+            entries.append([])
+            for r in faces:
+                sid = unit.sample_id(r.face)
+                if r.kind != "sample":
+                    entries[-1].append(self.failure(r.kind, unit.prefix() + r.reason))
+                    if r.kind != "worker_crash":  # the content's own failure: cached, not retried
+                        new_failed.append({"sample_id": sid, "kind": r.kind, "reason": r.reason})
                     continue
-                assert inputs.patch is not None
-                made.append((unit, sid, face, inputs.crop, inputs.patch))
-                entries[id(unit)].append(("sample", {"sample_id": sid}))  # the record is made below
-            unit.image = None  # release the decoded image
-        gaze = self.run_estimator([m[4] for m in made]) if self.estimator is not None and made else None
-        records = []
-        for i, (_, sid, face, crop, patch) in enumerate(made):
-            crop_rel, patch_rel = crop_path(sid), patch_path(sid)
-            write_png(self.out / crop_rel, crop)
-            write_png(self.out / patch_rel, patch)
-            rec = {
-                "sample_id": sid,
-                "crop_path": crop_rel,
-                "patch_path": patch_rel,
-                "gaze_pitch": "" if gaze is None else f"{gaze[i, 0]:.6f}",
-                "gaze_yaw": "" if gaze is None else f"{gaze[i, 1]:.6f}",
-                "gaze_estimator": "" if gaze is None else self.estimator_id,
-                "face_box": " ".join(f"{v:.2f}" for v in face.box),
-                "face_score": "" if face.score is None else f"{face.score:.6f}",
-            }
-            records.append(rec)
-            self.samples[sid] = rec
+                assert r.box is not None
+                crop_rel, patch_rel = crop_path(sid), patch_path(sid)
+                write_png(self.out / crop_rel, r.crop_png)
+                write_png(self.out / patch_rel, r.patch_png)
+                rec = {
+                    "sample_id": sid,
+                    "crop_path": crop_rel,
+                    "patch_path": patch_rel,
+                    "gaze_pitch": "" if r.gaze is None else f"{r.gaze[0]:.6f}",
+                    "gaze_yaw": "" if r.gaze is None else f"{r.gaze[1]:.6f}",
+                    "gaze_estimator": "" if r.gaze is None else self.estimator_id,
+                    "face_box": " ".join(f"{v:.2f}" for v in r.box),
+                    "face_score": "" if r.score is None else f"{r.score:.6f}",
+                }
+                records.append(rec)
+                self.samples[sid] = rec
+                entries[-1].append(("sample", rec))
         self.counts["new"] += len(records)
-        self.counts["gaze"] += 0 if gaze is None else len(records)
+        self.counts["gaze"] += sum(1 for rec in records if rec["gaze_estimator"])
         # The journal first: once a sample is there, a later run will not redo it.
         self.journal.write(records)
         self.failed_log.write(new_failed)
         for rec in new_failed:
             self.failed[rec["sample_id"]] = rec
-        for unit in units:
-            filled = [
-                (kind, self.samples[rec["sample_id"]] if kind == "sample" else rec)
-                for kind, rec in entries[id(unit)]
-            ]
+        for unit, filled in zip(units, entries, strict=True):
             self.resolve(unit.row, unit.frame, filled)
 
-    @torch.inference_mode()
     def run_estimator(self, patches: list[np.ndarray]) -> np.ndarray:
-        """(N, 2) pitch and yaw from (224, 224, 3) uint8 patches, in eval mode, batched."""
+        """(N, 2) pitch and yaw from (224, 224, 3) uint8 patches (:func:`estimate_gaze`)."""
         assert self.estimator is not None
-        device = next(iter(self.estimator.parameters()), torch.empty(0)).device
-        was_training = self.estimator.training
-        self.estimator.eval()
-        try:
-            out = []
-            for start in range(0, len(patches), self.batch_size):
-                chunk = np.stack(patches[start : start + self.batch_size])  # (B, 224, 224, 3)
-                x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224)
-                out.append(self.estimator(x).float().cpu().numpy())  # (B, 2)
-            return np.concatenate(out)
-        finally:
-            self.estimator.train(was_training)
+        return estimate_gaze(self.estimator, patches, self.batch_size)
 
     def backfill_gaze(self) -> None:
         """Gaze for cached samples that have none (or another estimator's), from their stored patches."""
@@ -819,6 +876,7 @@ def preprocess(
     workers: int = 2,
     batch_size: int = 16,
     progress: ProgressCallback | None = None,
+    ray: RayOptions | None = None,
 ) -> PreprocessSummary:
     """Preprocess a manifest or a folder into ``out_dir`` (see the module docstring).
 
@@ -835,6 +893,8 @@ def preprocess(
         workers: decoding threads.
         batch_size: images per detection batch (images of one size).
         progress: called after each finished input row.
+        ray: run each batch's detection, preparation and gaze estimation on a Ray cluster
+            (:mod:`~gazeclip_cli.core.data.preprocess_ray`; its device there is ``ray.device``).
 
     Returns:
         A :class:`PreprocessSummary`.
@@ -843,7 +903,7 @@ def preprocess(
         DataError: the source is missing or malformed, the folder is in use, or a write fails.
         ConfigError: the settings do not fit the estimator.
     """
-    dev = resolve_device(device)
+    dev = resolve_device(device) if ray is None else None  # with Ray: the workers' device, ray.device
     if gaze_estimator is not None and settings.patch.size != 224:
         raise ConfigError(
             f"the gaze estimator reads 224 x 224 patches; the patch size is {settings.patch.size}"
@@ -854,8 +914,13 @@ def preprocess(
     except OSError as exc:
         raise DataError(f"{display_path(out)}: cannot create the output folder ({exc.strerror})") from None
     rows, ignored = read_inputs(source, out)
-    if detector is None and not settings.aligned:
-        detector = FaceDetector(dev, min_face_size=settings.min_face_size)
-    run = _Run(rows, out, settings, detector, gaze_estimator, workers, batch_size, progress)
-    summary = run.run()
+    if ray is not None:
+        from gazeclip_cli.core.data.preprocess_ray import RayRun
+
+        args = (rows, out, settings, None, gaze_estimator, workers, batch_size, progress)
+        summary = RayRun(*args, options=ray).run()
+    else:
+        if detector is None and not settings.aligned:
+            detector = FaceDetector(dev, min_face_size=settings.min_face_size)  # type: ignore[arg-type]
+        summary = _Run(rows, out, settings, detector, gaze_estimator, workers, batch_size, progress).run()
     return dataclasses.replace(summary, ignored_files=ignored)

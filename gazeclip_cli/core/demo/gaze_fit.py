@@ -43,7 +43,7 @@ from gazeclip_cli.core.demo.synthetic import finish_photo, render_face, sample_i
 from gazeclip_cli.core.errors import ConfigError, DataError, WeightsError
 from gazeclip_cli.core.model.gaze_estimator import PATCH_SIZE, SmallGazeCNN
 
-ESTIMATOR_NAME = "small-cnn"  # its key in gazeclip_cli.core.model.gaze_estimator.GAZE_ESTIMATORS
+ESTIMATOR_NAME = SmallGazeCNN.name  # its key in gazeclip_cli.core.model.gaze_estimator.GAZE_ESTIMATORS
 FIT_PITCH_RANGE = 0.45  # radians, uniform in [-r, r]
 FIT_YAW_RANGE = 0.6
 INPUT_DESCRIPTION = (

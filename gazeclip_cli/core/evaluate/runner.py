@@ -22,7 +22,7 @@ from gazeclip_cli.core.data.cache import (
     PREPROCESSED_FILE,
     CacheDataset,
     CacheSettings,
-    cached_gaze_fits,
+    check_cached_gaze,
     preparation_differences,
     read_cache,
     read_cached_rgb,
@@ -188,10 +188,10 @@ def evaluate_model(
     note = check_preparation(
         settings_of_model(folder.meta, folder.path), cache.settings, model_dir, cache_dir
     )
-    # Cached angles only from the estimator this model runs (else the patches, as attribute does).
+    # Cached angles only from the estimator this model runs: another's are refused, with the fix.
     # A fine-tuned estimator is never stood in for by cached angles (Table XIII "w/ finetuned GE").
-    cached = model.cfg.accepts_cached_gaze and cached_gaze_fits(cache.settings, model.gaze_estimator)
-    dataset = CacheDataset(rows, model.cfg.image_size, cached, model.uses_gaze)
+    dataset = CacheDataset(rows, model.cfg.image_size, model.cfg.accepts_cached_gaze, model.uses_gaze)
+    check_cached_gaze(cache, model.gaze_estimator, dataset)
     att, det = predict_dataset(model, dataset, dev, batch_size, workers, progress=progress)
     report = evaluate_rows(rows, att, det, tau)
     out_dir = Path(out_dir)

@@ -18,7 +18,11 @@ from typing import Any
 
 from gazeclip_cli.core.config_io import from_dict, read_toml
 from gazeclip_cli.core.errors import ConfigError, unknown_key_message
-from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS, GazeEstimatorConfig
+from gazeclip_cli.core.model.gaze_estimator import (
+    GAZE_ESTIMATORS,
+    GazeEstimatorConfig,
+    release_weights_owner,
+)
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,14 @@ class GazeCLIPConfig(_Classified):
             self._experts_check(),
         ]
         self._check(checks)
+        owner = release_weights_owner(self.gaze.weights)
+        if owner is not None and owner != self.gaze.name:
+            own = GAZE_ESTIMATORS[self.gaze.name].weights_name
+            fix = f"set gaze.weights = '{own}'" if own else "give it a weight file of its own"
+            raise ValueError(
+                f"gaze.weights '{self.gaze.weights}' is the {owner} estimator's checkpoint; "
+                f"with gaze.name = '{self.gaze.name}' {fix}"
+            )
 
     @property
     def uses_gaze(self) -> bool:

@@ -25,7 +25,7 @@ from gazeclip_cli.core.config_io import dumps_toml, to_dict
 from gazeclip_cli.core.data.cache import (
     CacheDataset,
     cache_fingerprint,
-    cached_gaze_fits,
+    check_cached_gaze,
     classes_of,
     read_cache,
 )
@@ -40,6 +40,7 @@ from gazeclip_cli.core.train.optim import build_optimizer, clamp_temperature
 from gazeclip_cli.core.train.run_config import RunConfig, check_val_metric, model_config
 
 CHECKPOINT = "checkpoint.pt"
+NO_CACHED_GAZE = "or train without cached gaze (use_cached_gaze = false in the run config)"
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -180,15 +181,13 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         else model
     )
 
-    # Cached angles only from the estimator this model runs, and only while it stays frozen: another
-    # estimator's would be other inputs, and a fine-tuned one must see the patches to train.
-    cached_gaze = (
-        run.use_cached_gaze
-        and cfg.accepts_cached_gaze
-        and cached_gaze_fits(cache.settings, model.gaze_estimator)
-    )
+    # Cached angles only from the estimator this model runs, and only while it stays frozen: a
+    # fine-tuned one must see the patches to train (Table XIII "w/ finetuned GE"), so it is never
+    # stood in for by cached angles; another estimator's angles are refused, with the fix.
+    cached_gaze = run.use_cached_gaze and cfg.accepts_cached_gaze
     train_set = CacheDataset(train_rows, cfg.image_size, cached_gaze, model.uses_gaze)
     val_set = CacheDataset(val_rows, cfg.image_size, cached_gaze, model.uses_gaze) if val_rows else None
+    check_cached_gaze(cache, model.gaze_estimator, train_set, val_set, also=NO_CACHED_GAZE)
     recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
     metrics_path = out_dir / "metrics.jsonl"

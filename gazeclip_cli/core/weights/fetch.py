@@ -1,8 +1,8 @@
 """`gazeclip weights fetch`: download through open_clip's or timm's own mechanism, store as safetensors.
 
-Runs only when the user asks, on a machine with internet. The ETH-XGaze checkpoint has no
-registry; for it the result says where to get it and where to put it. timm weights are kept
-in timm's own key layout (classifier included), as the baselines' loader expects.
+Runs only when the user asks, on a machine with internet. The gaze estimators' checkpoints
+have no registry; for them the result says where to get them and where to put them. timm
+weights are kept in timm's own key layout (classifier included), as the baselines' loader expects.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def fetch_weight(
             name,
             None,
             None,
-            f"cannot be downloaded automatically: {spec.how_to_get}; put it at {directory / name}.pth.tar",
+            f"cannot be downloaded automatically: {spec.how_to_get}; put it at {directory / spec.put_at}",
         )
     directory.mkdir(parents=True, exist_ok=True)
     if spec.timm_name:

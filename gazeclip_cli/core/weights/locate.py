@@ -2,11 +2,11 @@
 
 A weight named ``N`` is looked for in the weights folder (``--weights-dir``,
 ``$GAZECLIP_WEIGHTS_DIR``, or ``models/weights`` under the current folder) as
-``N.safetensors``, ``N.pt``, ``N.pth``, ``N.bin``, ``N.pth.tar``, or a folder ``N/``
-holding one weight file (an open_clip ``local-dir`` folder with
-``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, a Hugging Face timm
-snapshot with ``model.safetensors``, or ETH-XGaze's ``epoch_24_ckpt.pth.tar``). Weights of
-timm backbones are named ``timm-<model>.<tag>`` after timm's own names.
+``N.safetensors``, ``N.pt``, ``N.pth``, ``N.bin``, ``N.pth.tar``, ``N.pkl``, or a folder
+``N/`` holding one weight file (or an upstream file name: open_clip's ``local-dir`` files,
+a Hugging Face timm snapshot's ``model.safetensors``, ETH-XGaze's ``epoch_24_ckpt.pth.tar``,
+L2CS-Net's ``L2CSNet_gaze360.pkl``). Weights of timm backbones are named
+``timm-<model>.<tag>`` after timm's own names.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gazeclip_cli.core.errors import WeightsError
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pth.tar")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pth.tar", ".pkl")
 DEFAULT_WEIGHTS_DIR = Path("models") / "weights"
 
 
@@ -30,7 +30,15 @@ class WeightSpec:
     description: str  # what it is
     how_to_get: str  # where it comes from, for the missing-file message
     fetchable: bool  # `gazeclip weights fetch` can download it
+    source: str  # the upstream page that publishes it
+    put_at: str  # where a hand-fetched file goes, relative to the weights folder
     timm_name: str = ""  # timm "<model>.<tag>" whose pretrained weights these are ("" = not timm's)
+
+
+def _by_hand(name: str, description: str, download: str, source: str, put_at: str) -> WeightSpec:
+    """A checkpoint no registry hosts: the user downloads it from its upstream page."""
+    how = f"{download} (no registry hosts it) and copy it there"
+    return WeightSpec(name, description, how, fetchable=False, source=source, put_at=put_at)
 
 
 TIMM_WEIGHT_PREFIX = "timm-"
@@ -47,38 +55,55 @@ def timm_weight_spec(name: str) -> WeightSpec:
             f"timm downloads for {timm_name} (its Hugging Face model.safetensors, or the .pth at its URL) there"
         ),
         fetchable=True,
+        source=f"huggingface.co/timm/{timm_name} (through timm)",
+        put_at=f"{name}.safetensors",
         timm_name=timm_name,
     )
 
 
 KNOWN_WEIGHTS: dict[str, WeightSpec] = {
-    "clip-vit-b-32": WeightSpec(
-        name="clip-vit-b-32",
-        description="OpenAI CLIP ViT-B/32 (image and text towers), 224-pixel weights; resized to 256 on load",
-        how_to_get=(
-            "run `gazeclip weights fetch clip-vit-b-32` on a machine with internet, or copy OpenAI's ViT-B-32.pt "
-            "or an open_clip ViT-B-32 (quickgelu, openai) checkpoint there"
+    spec.name: spec
+    for spec in (
+        WeightSpec(
+            name="clip-vit-b-32",
+            description="OpenAI CLIP ViT-B/32 (image and text towers), 224-pixel weights; resized to 256 on load",
+            how_to_get=(
+                "run `gazeclip weights fetch clip-vit-b-32` on a machine with internet, or copy OpenAI's "
+                "ViT-B-32.pt or an open_clip ViT-B-32 (quickgelu, openai) checkpoint there"
+            ),
+            fetchable=True,
+            source="github.com/openai/CLIP (through open_clip)",
+            put_at="clip-vit-b-32.safetensors",
         ),
-        fetchable=True,
-    ),
-    "eth-xgaze": WeightSpec(
-        name="eth-xgaze",
-        description="ETH-XGaze baseline gaze estimator (ResNet-50, 224x224 normalised face -> pitch, yaw)",
-        how_to_get=(
+        _by_hand(
+            "eth-xgaze",
+            "ETH-XGaze baseline gaze estimator (ResNet-50, 224x224 normalised face -> pitch, yaw)",
             "download the pre-trained model 'epoch_24_ckpt.pth.tar' linked from the README of "
-            "github.com/xucong-zhang/ETH-XGaze (no registry hosts it) and copy it there"
+            "github.com/xucong-zhang/ETH-XGaze",
+            source="github.com/xucong-zhang/ETH-XGaze",
+            put_at="eth-xgaze/epoch_24_ckpt.pth.tar",
         ),
-        fetchable=False,
-    ),
-    # The baselines' backbones (gazeclip_cli/core/architectures/{resnet-18,xception,vit-b-16}.toml).
-    **{
-        spec.name: spec
-        for spec in (
-            timm_weight_spec("timm-resnet18.tv_in1k"),
-            timm_weight_spec("timm-legacy_xception.tf_in1k"),
-            timm_weight_spec("timm-vit_base_patch16_224.augreg2_in21k_ft_in1k"),
-        )
-    },
+        _by_hand(
+            "puregaze",
+            "PureGaze gaze estimator (ResNet-50 trained on ETH-XGaze, 224x224 normalised face, BGR)",
+            "download the Res50 PureGaze model trained on ETH-XGaze (a state dict with feature.*, gazeEs.*, "
+            "deconv.*) that the README of github.com/yihuacheng/PureGaze links",
+            source="github.com/yihuacheng/PureGaze",
+            put_at="puregaze.pt",
+        ),
+        _by_hand(
+            "l2cs-gaze360",
+            "L2CS-Net gaze estimator (ResNet-50 trained on Gaze360, 448x448 face, 90 bins of 4 deg)",
+            "download 'L2CSNet_gaze360.pkl' from the Google Drive folder linked in the README of "
+            "github.com/Ahmednull/L2CS-Net",
+            source="github.com/Ahmednull/L2CS-Net",
+            put_at="l2cs-gaze360/L2CSNet_gaze360.pkl",
+        ),
+        # The baselines' backbones (gazeclip_cli/core/architectures/{resnet-18,xception,vit-b-16}.toml).
+        timm_weight_spec("timm-resnet18.tv_in1k"),
+        timm_weight_spec("timm-legacy_xception.tf_in1k"),
+        timm_weight_spec("timm-vit_base_patch16_224.augreg2_in21k_ft_in1k"),
+    )
 }
 
 
@@ -116,6 +141,7 @@ def find_weight(name: str, directory: Path) -> Path | None:
             "open_clip_pytorch_model.bin",
             "model.safetensors",  # a Hugging Face timm snapshot (it also holds pytorch_model.bin)
             "epoch_24_ckpt.pth.tar",
+            "L2CSNet_gaze360.pkl",
         ):
             if (folder / preferred).is_file():
                 return folder / preferred
@@ -143,7 +169,9 @@ def present_timm_weights(directory: Path) -> list[str]:
 
 def missing_message(name: str, directory: Path) -> str:
     spec = weight_spec(name)
-    where = f"{directory / name}.safetensors (or .pt/.pth/.bin/.pth.tar, or a folder {directory / name}/)"
+    where = (
+        f"{directory / name}.safetensors (or .pt/.pth/.bin/.pth.tar/.pkl, or a folder {directory / name}/)"
+    )
     how = f": {spec.how_to_get}" if spec else ""
     return f"weight '{name}' not found; put it at {where}{how}. See `gazeclip weights`."
 
