@@ -40,6 +40,7 @@ from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256
 from gazeclip_cli.core.model.info import model_info
+from gazeclip_cli.core.weights.checksums import cached_sha256
 from gazeclip_cli.core.weights.locate import sha256_file
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -208,7 +209,7 @@ def evaluate_model(
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
         write_efficiency(out_dir, result.efficiency.as_dict())
-    weights_sha = sha256_file(folder.path / WEIGHTS_FILE)
+    weights_sha = cached_sha256(folder.path / WEIGHTS_FILE)
     write_provenance(
         out_dir,
         cfg=model.cfg,

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from open_clip.tokenizer import SimpleTokenizer
 
 from gazeclip_cli.core.errors import ConfigError, WeightsError
 from gazeclip_cli.core.model.agpm import AGPM
@@ -17,8 +16,6 @@ from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
 from gazeclip_cli.core.model.gaze_estimator import GazeEstimator, GazeEstimatorConfig, build_gaze_estimator
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
-from gazeclip_cli.core.model.prompts import class_prompts, load_templates
-from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
 from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights, read_state_dict
 from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, resolve_weight, weight_spec, weights_dir
 
@@ -34,6 +31,10 @@ class WeightSources:
 
 def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
     """(x, t) token ids: each class's prompts, tokenised to 77 each and concatenated."""
+    from open_clip.tokenizer import SimpleTokenizer  # the text tower's modules: train path only
+
+    from gazeclip_cli.core.model.prompts import class_prompts, load_templates
+
     if cfg.learnable_prompt_tokens and cfg.learnable_prompt_tokens > cfg.clip.text.context_length - 20:
         raise ValueError("learnable_prompt_tokens leaves no room for the prompt")
     templates = load_templates(cfg.prompt_templates)
@@ -102,6 +103,8 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
             )
         lre, tokens = None, None
         if cfg.use_lre:
+            from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder  # train path only
+
             lre = LanguageRefinementEncoder(
                 clip,
                 num_prompts=len(cfg.prompt_levels),

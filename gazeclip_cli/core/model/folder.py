@@ -36,6 +36,7 @@ from gazeclip_cli.core.errors import GazeclipError, ModelFolderError
 from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.weights.checksums import cached_sha256
 from gazeclip_cli.core.weights.locate import sha256_file
 from gazeclip_cli.core.weights.store import save_safetensors
 
@@ -119,12 +120,12 @@ def save_model_folder(
         "class_names": [c.name for c in model.cfg.classes],
         "preprocessing": preprocessing_record(model.cfg, preprocessing),
         "weight_files": {
-            name: {"file": Path(path).name, "sha256": sha256_file(Path(path))}
+            name: {"file": Path(path).name, "sha256": cached_sha256(path)}
             for name, path in sorted(model.pretrained_files.items())
         },
         # Loading builds from every named file or from none: the files matter only when tensors were left out.
         "needs_weight_files": sorted(model.pretrained_files) if skip else [],
-        "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
+        "weights_sha256": cached_sha256(folder / WEIGHTS_FILE),  # remembered: the first load reads no file
         "trained_on": trained_on,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
@@ -205,7 +206,7 @@ def load_model_folder(
     if verify_checksums:
         for name, info in recorded.items():
             path = model.pretrained_files.get(name)
-            if path is not None and sha256_file(Path(path)) != info["sha256"]:
+            if path is not None and cached_sha256(path) != info["sha256"]:
                 raise ModelFolderError(
                     f"{path}: SHA-256 differs from the '{name}' file this model was trained with "
                     f"({info['file']}, {info['sha256'][:12]}...); put that exact file there"
