@@ -144,3 +144,22 @@ def test_predictor_refuses_weights_changed_after_caching(model_dir, tmp_path):
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(ModelFolderError, match="differs from the one meta.json"):
         Predictor(folder)
+
+
+def test_model_folder_weights_are_mapped_not_copied(model_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    from gazeclip_cli.core.inference.predictor import Predictor
+    from gazeclip_cli.core.model.folder import load_model_folder
+
+    weights = model_dir / "weights.safetensors"
+    expected = load_file(str(weights))
+    state = load_model_folder(model_dir).model.state_dict()
+    assert set(expected) <= set(state)
+    for name, tensor in expected.items():
+        assert torch.equal(state[name], tensor), name
+        # A view of one storage spanning the whole file: the memory map, not a copy per tensor.
+        assert state[name].untyped_storage().nbytes() == weights.stat().st_size, name
+    fast = Predictor(model_dir).model.gie.visual.transformer.resblocks[0].mlp.c_fc
+    assert fast.weight.untyped_storage().nbytes() == weights.stat().st_size  # optimize_for_inference kept it

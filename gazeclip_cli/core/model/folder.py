@@ -28,17 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from gazeclip_cli import __version__
 from gazeclip_cli.core.config_io import dumps_toml, read_toml, to_dict
-from gazeclip_cli.core.errors import GazeclipError, ModelFolderError
+from gazeclip_cli.core.errors import DataError, GazeclipError, ModelFolderError
 from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.weights.checksums import cached_sha256
 from gazeclip_cli.core.weights.locate import sha256_file
-from gazeclip_cli.core.weights.store import save_safetensors
+from gazeclip_cli.core.weights.store import map_safetensors, save_safetensors
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # 1: no preprocessing.cache record (the settings it implies are unknown)
@@ -212,8 +211,9 @@ def load_model_folder(
                     f"({info['file']}, {info['sha256'][:12]}...); put that exact file there"
                 )
     try:
-        tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        # A memory map, not a read: the parameters below become views of the file's pages (no copy).
+        tensors = map_safetensors(folder / WEIGHTS_FILE)
+    except DataError as exc:
         raise ModelFolderError(f"{folder / WEIGHTS_FILE}: unreadable ({exc})") from None
     if text_free and cfg.use_lre:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
@@ -225,6 +225,6 @@ def load_model_folder(
             f"{folder / WEIGHTS_FILE}: does not fit its config ({len(missing)} missing, {len(unexpected)} unexpected, "
             f"e.g. {example}); the folder was written by an incompatible version or edited"
         )
-    model.load_state_dict(tensors, strict=False)
+    model.load_state_dict(tensors, strict=False, assign=True)  # assign: keep the mapped tensors, copy nothing
     model.to(device).eval()
     return ModelFolder(path=folder, model=model, meta=meta)
