@@ -22,6 +22,8 @@ NOT_ON_THE_TEST_PATH = (
     "gazeclip_cli.core.model.loss",
     "gazeclip_cli.core.evaluate.runner",
     "facenet_pytorch",
+    "peft",  # LoRA is loaded merged (core/model/folder.py: merge_lora)
+    "transformers",  # open_clip's optional Hugging Face towers (core/model/openclip.py)
 )
 
 ATTRIBUTE_AND_LIST_MODULES = """
@@ -163,3 +165,28 @@ def test_model_folder_weights_are_mapped_not_copied(model_dir):
         assert state[name].untyped_storage().nbytes() == weights.stat().st_size, name
     fast = Predictor(model_dir).model.gie.visual.transformer.resblocks[0].mlp.c_fc
     assert fast.weight.untyped_storage().nbytes() == weights.stat().st_size  # optimize_for_inference kept it
+
+
+def test_merged_lora_model_equals_the_peft_model(model_dir, tiny_batch):
+    import torch
+
+    from gazeclip_cli.core.model.folder import load_model_folder
+
+    images, patches, _, _ = tiny_batch
+    peft_model = load_model_folder(model_dir).model
+    merged = load_model_folder(model_dir, with_text=False).model
+    lora_layers = [n for n, _ in peft_model.named_modules() if n.endswith("lora_A")]
+    assert lora_layers and not [n for n, _ in merged.named_modules() if "lora_" in n]
+    with torch.no_grad():
+        want, got = peft_model(images, patches), merged(images, patches)
+    torch.testing.assert_close(got.attribution_logits, want.attribution_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got.detection_logits, want.detection_logits, rtol=0, atol=1e-5)
+    # One merged weight by hand: W + B A alpha / r, from the folder's own tensors.
+    from safetensors.torch import load_file
+
+    t = load_file(str(model_dir / "weights.safetensors"))
+    name = lora_layers[0][: -len(".lora_A")]
+    by_hand = t[name + ".base_layer.weight"] + t[name + ".lora_B.default.weight"] @ t[
+        name + ".lora_A.default.weight"
+    ] * (16 / 4)
+    torch.testing.assert_close(merged.state_dict()[name + ".weight"], by_hand, rtol=0, atol=1e-6)

@@ -31,8 +31,7 @@ class WeightSources:
 
 def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
     """(x, t) token ids: each class's prompts, tokenised to 77 each and concatenated."""
-    from open_clip.tokenizer import SimpleTokenizer  # the text tower's modules: train path only
-
+    from gazeclip_cli.core.model.openclip import SimpleTokenizer  # the text tower's modules: train path only
     from gazeclip_cli.core.model.prompts import class_prompts, load_templates
 
     if cfg.learnable_prompt_tokens and cfg.learnable_prompt_tokens > cfg.clip.text.context_length - 20:
@@ -60,8 +59,13 @@ def build_frozen_gaze_estimator(
     return estimator.eval(), path
 
 
-def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, seed: int = 0) -> GazeCLIP:
+def build_gazeclip(
+    cfg: GazeCLIPConfig, weights: WeightSources | None = None, seed: int = 0, *, merged_lora: bool = False
+) -> GazeCLIP:
     """Build the network; load the named pretrained weights unless ``weights.pretrained`` is False.
+
+    ``merged_lora``: the image tower's LoRA blocks are plain Linear layers, for weights with the
+    adapters merged in (the test path; see :func:`~gazeclip_cli.core.model.folder.merge_lora`).
 
     Random initialisation is deterministic in ``seed`` and does not touch the global RNG.
     Records ``model.pretrained_files`` (weight name -> file) for provenance and model folders.
@@ -100,6 +104,7 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
                 lora_blocks=cfg.gie_lora_blocks,
                 lora_rank=cfg.lora_rank,
                 lora_alpha=cfg.lora_alpha,
+                merged_lora=merged_lora,
             )
         lre, tokens = None, None
         if cfg.use_lre:
@@ -144,11 +149,13 @@ def build_timm_detector(cfg: TimmConfig, weights: WeightSources | None = None, s
     return model
 
 
-def build_model(cfg: DetectorConfig, weights: WeightSources | None = None, seed: int = 0) -> Detector:
-    """The network of any architecture family, through its builder."""
+def build_model(
+    cfg: DetectorConfig, weights: WeightSources | None = None, seed: int = 0, *, merged_lora: bool = False
+) -> Detector:
+    """The network of any architecture family, through its builder (``merged_lora``: GazeCLIP's test path)."""
     if isinstance(cfg, TimmConfig):
         return build_timm_detector(cfg, weights, seed)
-    return build_gazeclip(cfg, weights, seed)
+    return build_gazeclip(cfg, weights, seed, merged_lora=merged_lora)
 
 
 def weight_names(cfg: DetectorConfig) -> list[str]:

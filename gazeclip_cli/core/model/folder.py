@@ -178,6 +178,33 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"  # peft's names (adapter "default")
+
+
+def merge_lora(
+    tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], scaling: float
+) -> dict[str, torch.Tensor]:
+    """A folder's tensors with each peft LoRA Linear merged into one: ``W + (B @ A) * scaling``.
+
+    ``X.base_layer.weight`` / ``.bias`` and ``X.lora_A`` / ``X.lora_B`` become ``X.weight`` /
+    ``X.bias``, the arithmetic ``optimize_for_inference`` merges a live peft layer with. A base
+    left out of the folder (frozen, from a pretrained file) is the built model's (``own``, by
+    the merged name). ``scaling`` is peft's ``lora_alpha / r``.
+    """
+    out = dict(tensors)
+    for key in [k for k in tensors if k.endswith(LORA_A)]:
+        prefix = key[: -len(LORA_A)]
+        a, b = out.pop(key), out.pop(prefix + LORA_B)
+        base = out.pop(prefix + ".base_layer.weight", None)
+        weight = (own[prefix + ".weight"] if base is None else base).detach().clone()
+        weight += (b @ a) * scaling
+        out[prefix + ".weight"] = weight
+        bias = out.pop(prefix + ".base_layer.bias", None)
+        if bias is not None:
+            out[prefix + ".bias"] = bias
+    return out
+
+
 def load_model_folder(
     folder: str | Path,
     weights: WeightSources | None = None,
@@ -187,8 +214,10 @@ def load_model_folder(
 ) -> ModelFolder:
     """Load a model folder; the frozen towers come from the recorded weight files, checked by SHA-256.
 
-    ``with_text=False`` leaves out the language refinement encoder, which the test path never
-    runs (attribute, scan, evaluate): a smaller, faster-loading model with the same outputs.
+    ``with_text=False`` is the test path's model (attribute, scan, evaluate): without the
+    language refinement encoder, which it never runs, and with the image tower's LoRA merged
+    into its Linear layers (:func:`merge_lora`), so peft is not imported: a smaller,
+    faster-loading model with the same outputs (to float rounding); it cannot be trained.
     """
     folder = Path(folder)
     meta = read_meta(folder)
@@ -201,7 +230,7 @@ def load_model_folder(
     sources = weights or WeightSources()
     sources = WeightSources(pretrained=bool(needed), directory=sources.directory, overrides=sources.overrides)
     text_free = isinstance(cfg, GazeCLIPConfig) and not with_text
-    model = build_model(replace(cfg, use_lre=False) if text_free else cfg, sources)
+    model = build_model(replace(cfg, use_lre=False) if text_free else cfg, sources, merged_lora=text_free)
     if verify_checksums:
         for name, info in recorded.items():
             path = model.pretrained_files.get(name)
@@ -217,6 +246,10 @@ def load_model_folder(
         raise ModelFolderError(f"{folder / WEIGHTS_FILE}: unreadable ({exc})") from None
     if text_free and cfg.use_lre:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
+    if text_free:
+        tensors = merge_lora(
+            tensors, model.state_dict(), cfg.lora_alpha / cfg.lora_rank if cfg.lora_rank else 0.0
+        )
     expected = set(model.state_dict()) - pretrained_keys(model)
     missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
     if missing or unexpected:

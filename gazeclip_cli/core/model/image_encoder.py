@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from gazeclip_cli.core.model.clip_towers import add_lora, block_forward, convert_attention, lora_pattern
+from gazeclip_cli.core.model.openclip import VisionTransformer
 
 
 class GazeInjector(nn.Module):
@@ -71,6 +71,8 @@ class GazeAwareImageEncoder(nn.Module):
         lora_blocks: LoRA on the last K blocks (0 = none).
         lora_rank: LoRA rank.
         lora_alpha: LoRA alpha.
+        merged_lora: leave the LoRA blocks plain Linear layers, for weights with the adapters
+            merged in (:func:`~gazeclip_cli.core.model.folder.merge_lora`; the test path, without peft).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class GazeAwareImageEncoder(nn.Module):
         lora_blocks: int,
         lora_rank: int,
         lora_alpha: int,
+        merged_lora: bool = False,
     ) -> None:
         super().__init__()
         for p in visual.parameters():
@@ -95,7 +98,7 @@ class GazeAwareImageEncoder(nn.Module):
             nn.ModuleList(GazeInjector(width, gi_heads, gi_query) for _ in range(n)) if use_gi else None
         )
         self.lora_blocks = list(range(n - lora_blocks, n))
-        if lora_blocks:
+        if lora_blocks and not merged_lora:
             add_lora(
                 self.visual, lora_pattern(r"transformer\.resblocks", self.lora_blocks), lora_rank, lora_alpha
             )
