@@ -6,12 +6,14 @@ weights (``WeightSources(pretrained=False)``; nothing is downloaded) and takes m
 times, fresh processes of
 
 - ``python -c "import torch"`` (the floor: any command that runs the network imports torch);
+- ``python -c "import gazeclip_cli.core.inference.predictor"`` (the imports alone);
 - ``python -m gazeclip_cli attribute PHOTO --model DIR --format json`` (the whole command);
 - with ``--compare-with CHECKOUT``, the same command from another checkout of the package
   (for example the main branch before a change), run with ``PYTHONPATH=CHECKOUT``.
 
 A ratio is the median, over the repeats, of a run's wall time over the ``import torch`` run just
-before it, so a burst of other work slows both of a pair alike. The checksum cache
+before it, so a burst of other work slows both of a pair alike; CPU seconds (user + system,
+all threads) are printed beside, and their ratio, which a loaded machine disturbs less. The checksum cache
 (``GAZECLIP_CACHE_DIR``) is a fresh temporary folder; one untimed run of each command first
 fills it and the page cache. The load average is printed before and after.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,13 +37,17 @@ from pathlib import Path
 GOAL = 1.5  # issue 15: attribute at most 1.5x the wall time of `import torch`
 
 
-def wall(cmd: list[str], env: dict[str, str]) -> float:
+def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child and its threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({run.returncode}):\n{run.stderr[-2000:]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def main() -> None:
@@ -83,6 +90,10 @@ def main() -> None:
         ]
         commands: dict[str, tuple[list[str], dict[str, str]]] = {
             "import torch": ([sys.executable, "-c", "import torch"], base_env),
+            "import the predictor": (
+                [sys.executable, "-c", "import gazeclip_cli.core.inference.predictor"],
+                {**base_env, "PYTHONPATH": str(here)},
+            ),
             "attribute": ([sys.executable, *attribute], {**base_env, "PYTHONPATH": str(here)}),
         }
         if args.compare_with is not None:
@@ -91,15 +102,22 @@ def main() -> None:
                 {**base_env, "PYTHONPATH": str(args.compare_with.resolve())},
             )
         for cmd, env in commands.values():  # untimed: fills the checksum cache and the page cache
-            wall(cmd, env)
+            timed_run(cmd, env)
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.repeats):
             for name, (cmd, env) in commands.items():
-                times[name].append(wall(cmd, env))
+                seconds, cpu_seconds = timed_run(cmd, env)
+                times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
         weights_mb = (folder / "weights.safetensors").stat().st_size / 2**20
     load_after = os.getloadavg()
 
-    floor = times["import torch"]
+    floor, cpu_floor = times["import torch"], cpu["import torch"]
+
+    def ratio(t: list[float], base: list[float]) -> float:
+        return round(statistics.median(a / b for a, b in zip(t, base, strict=True)), 2)
+
     report = {
         "architecture": args.architecture,
         "weights_mb": round(weights_mb, 1),
@@ -117,10 +135,12 @@ def main() -> None:
             }
             for name, t in times.items()
         },
+        "cpu_seconds_median": {name: round(statistics.median(t), 2) for name, t in cpu.items()},
         "ratio_to_import_torch": {
-            name: round(statistics.median(a / b for a, b in zip(t, floor, strict=True)), 2)
-            for name, t in times.items()
-            if name != "import torch"
+            name: ratio(t, floor) for name, t in times.items() if name != "import torch"
+        },
+        "cpu_ratio_to_import_torch": {
+            name: ratio(t, cpu_floor) for name, t in cpu.items() if name != "import torch"
         },
         "goal": GOAL,
     }
