@@ -33,4 +33,11 @@ def test_demo_quick_runs_every_stage(tmp_path):
     assert {s["name"] for s in report["sets"]} >= {"RealStudio", "FlowBlock", "RealWild"}
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "sha256" in html.lower()
+    # The report embeds the analyses of Fig. 1 and Fig. 10, whose numbers lie beside it.
+    analyses = html[html.index('id="analyses"') : html.index('id="provenance"')]
+    assert analyses.count("data:image/png;base64,") == 2 and "t-SNE" in analyses
+    distance = json.loads((out / "analysis" / "gaze-distance.json").read_text())
+    assert {g["generator"] for g in distance["generators"]} >= {"GANCheckerboard", "FlowBlock"}
+    assert json.loads((out / "analysis" / "features.json").read_text())["per_class"] == 12
+    assert "analysing" in result.stderr
     assert "demo headline" in result.stdout and "HTML report" in result.stdout

@@ -356,15 +356,16 @@ def test_cli_runs_resumes_and_reports(tmp_path, astronaut):
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "message", "code"),
     [
-        (["--frames-per-video", "4", "--frame-stride", "2"], "exclude each other"),
-        (["--face-policy", "biggest"], "unknown face policy 'biggest'"),
-        (["--camera", "CAMERA"], "unknown key 'focal'"),
-        (["--format", "yaml"], "choose table or json"),
+        (["--frames-per-video", "4", "--frame-stride", "2"], "excludes --frames-per-video", 2),
+        (["--face-policy", "biggest"], "unknown face policy 'biggest'", 1),
+        (["--camera", "CAMERA"], "unknown key 'focal'", 1),
+        (["--format", "yaml"], "'yaml': use table or json", 2),
     ],
 )
-def test_cli_errors_are_one_line(tmp_path, extra, message):
+def test_cli_errors_are_one_line(tmp_path, extra, message, code):
+    """Bad input exits 1, a usage error (an option's value or combination) exits 2; both one line."""
     from typer.testing import CliRunner
 
     from gazeclip_cli.cli.app import app
@@ -373,6 +374,6 @@ def test_cli_errors_are_one_line(tmp_path, extra, message):
     camera.write_text("focal = 1000\n")
     extra = [str(camera) if e == "CAMERA" else e for e in extra]
     result = CliRunner().invoke(app, ["preprocess", str(tmp_path), "--out", str(tmp_path / "o"), *extra])
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert message in result.stderr
     assert result.stderr.strip().count("\n") == 0

@@ -66,7 +66,7 @@ def evidence(corpus, face_photo) -> Path:
 def test_ray_scan_gives_the_local_rows_summary_provenance_and_exit_code(
     ray_session, ray_model_dir, evidence, tmp_path
 ):
-    common = [str(evidence), "-m", str(ray_model_dir), "--batch-size", "4", "--video-frames", "3"]
+    common = [str(evidence), "-m", str(ray_model_dir), "--batch-size", "4", "--frames-per-video", "3"]
     local_out, ray_out = tmp_path / "local.csv", tmp_path / "ray.csv"
     local = runner.invoke(app, ["scan", *common, "-o", str(local_out), "--workers", "2", "--fail-on-error"])
     ray = runner.invoke(app, ["scan", *common, "-o", str(ray_out), "--engine", "ray", "--fail-on-error"])
@@ -194,16 +194,32 @@ def test_engine_ray_without_ray_is_one_line_saying_how_to_install(tmp_path, monk
 
 def test_engine_flags_are_checked_before_anything_loads(tmp_path):
     base = ["scan", str(tmp_path), "-o", str(tmp_path / "r.csv"), "-m", str(tmp_path / "no-model")]
+    # Usage errors (the command line is wrong): one line, exit 2, before Ray or the model is touched.
     cases = {
-        ("--actors", "2"): "--actors: Ray engine options; add --engine ray",
-        ("--engine", "spark"): "--engine spark: use local or ray",
-        ("--engine", "ray", "--workers", "3"): "--workers: the local engine's threads",
+        ("--actors", "2"): "Invalid value for --actors: Ray engine options; add --engine ray",
+        ("--actors", "0", "--address", "auto"): "Invalid value for --address, --actors: Ray engine options",
+        ("--engine", "spark"): "Invalid value for '--engine': 'spark': use local or ray",
+        ("--engine", "ray", "--workers", "3"): "Invalid value for --workers: the local engine's threads",
+        ("--engine", "ray", "--threads", "1", "--workers", "-1"): "--workers, --threads: the local engine's",
         ("--engine", "ray", "--device", "cuda:1"): "--device cuda:1: with --engine ray use auto, cpu or cuda",
-        ("--engine", "ray", "--actors", "-2"): "--actors -2: must be at least 1",
+        (
+            "--engine",
+            "ray",
+            "--actors",
+            "-2",
+        ): "Invalid value for '--actors': Input should be greater than or equal to 0",
+        (
+            "--engine",
+            "ray",
+            "--cpus-per-task",
+            "0",
+        ): "'--cpus-per-task': Input should be greater than or equal to 1",
     }
     for extra, message in cases.items():
         result = runner.invoke(app, [*base, *extra])
-        assert result.exit_code == 1 and message in result.stderr, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, result.stderr)
+        assert lines[0].startswith("error: gazeclip scan: ") and lines[0].endswith("see gazeclip scan --help")
         assert not (tmp_path / "r.csv").exists()
 
 

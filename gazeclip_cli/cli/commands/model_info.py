@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 
 
 def model_info_command(
@@ -12,16 +12,15 @@ def model_info_command(
         "gazeclip-vit-b-32",
         "--architecture",
         "-a",
-        help="Named architecture, timm:<model name>, or a .toml path.",
+        metavar="NAME",
+        help="Named architecture (listed by `gazeclip models`), timm:<model name>, or a .toml path.",
     ),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    fmt: str = options.format_option("the counts"),
 ) -> None:
     """Parameters (total, trainable, frozen) per module and FLOPs per image (test and train paths).
 
     Counts need no weight files: the towers are built with random values of the right shapes.
     """
-    if fmt not in ("table", "json"):
-        raise typer.BadParameter("must be 'table' or 'json'", param_hint="--format")
     from gazeclip_cli.core.model.builder import WeightSources, build_model
     from gazeclip_cli.core.model.config import load_architecture
     from gazeclip_cli.core.model.info import model_info
@@ -47,7 +46,7 @@ def model_info_command(
     )
     row = paper_row(cfg.name)
     if row is None:
-        output.out.print("The paper reports no row for this architecture.")
+        output.prose("The paper reports no row for this architecture.")
         return
     seconds = f", {row.seconds_per_image} s per image on an A100" if row.seconds_per_image else ""
     output.print_table(
@@ -55,7 +54,7 @@ def model_info_command(
         ["", "params (M)", "G (paper's FLOPs = MACs)"],
         [["paper", row.params_m, row.gflops], ["ours", info.total / m, info.test_path_flops / 2 / g]],
     )
-    output.out.print(
+    output.prose(
         f"Paper{seconds}. Why ours differs: docs/DECISIONS.md, 'Baselines' (README, 'model-info', for GazeCLIP)."
     )
 

@@ -3,8 +3,8 @@
 Stages, each the real code a user runs: render the benchmark and write its manifest ->
 fit the demo's gaze estimator on renders whose gaze is known -> ``preprocess`` (aligned
 mode, gaze cached by that estimator) -> ``train`` (the ``demo-small`` architecture) ->
-``evaluate`` (the paper's tables) -> ``attribute`` one seen fake and one unseen fake with
-the HTML report.
+``evaluate`` (the paper's tables) -> ``analyze`` (Figs 1 and 10) -> ``attribute`` one
+seen fake and one unseen fake with the HTML report, which embeds the two figures.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from gazeclip_cli.core.demo.gaze_fit import (
 )
 from gazeclip_cli.core.demo.synthetic import SyntheticBenchmarkConfig, write_synthetic_benchmark
 from gazeclip_cli.core.evaluate.runner import EvaluateResult, evaluate_model
+from gazeclip_cli.core.model.folder import SYNTHETIC_KEY
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import TrainResult, train
 
@@ -46,6 +47,7 @@ class DemoConfig:
     lr: float = 1e-3  # the paper's 1e-4 is for pretrained towers and 30 epochs; the demo has a few epochs
     lr_step_epochs: int = 2
     threshold: float = 0.9
+    analysis_per_class: int = 24  # t-SNE samples per class in the report's Fig. 10
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoConfig:
@@ -55,6 +57,7 @@ class DemoConfig:
             gaze_fit=GazeFitConfig.quick(seed),
             epochs=3,
             lr_step_epochs=2,
+            analysis_per_class=12,
         )
 
 
@@ -69,6 +72,7 @@ class DemoResult:
     report_html: Path
     attributed: list[dict[str, Any]]
     headline: dict[str, float | None]
+    analysis_dir: Path | None = None  # Fig. 1 and Fig. 10 with their numbers (also in the report)
 
 
 def _headline(evaluation: EvaluateResult, num_classes: int) -> dict[str, float | None]:
@@ -91,11 +95,12 @@ def run_demo(
     out_dir: str | Path, config: DemoConfig = DemoConfig(), progress: Progress | None = None
 ) -> DemoResult:
     """Run every stage into ``out_dir`` (replaced if it holds a previous demo)."""
+    from gazeclip_cli.core.analyze.report import demo_figures
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
     from gazeclip_cli.core.inference.report_html import attribute_with_report, write_report
 
     out = Path(out_dir)
-    for sub in ("data", "cache", "run", "results"):
+    for sub in ("data", "cache", "run", "results", "analysis"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,15 +157,35 @@ def run_demo(
         out / "run",
         progress=say,
         prepare_model=lambda model: model.gaze_encoder.estimator.load_state_dict(estimator_state),
+        folder_meta={SYNTHETIC_KEY: True},  # every verdict of this model says it learned from renders
     )
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("stage", {"name": "evaluate", "text": "evaluating (the paper's tables)"})
     evaluation = evaluate_model(
-        trained.model_dir, out / "cache", out / "results", tau=config.threshold, device="cpu"
+        trained.model_dir,
+        out / "cache",
+        out / "results",
+        tau=config.threshold,
+        device="cpu",
+        progress=lambda p: say("evaluate", {"progress": p}),
     )
     seconds["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(
+        "stage",
+        {"name": "analyze", "text": "analysing: gaze distance per generator (Fig. 1), t-SNE (Fig. 10)"},
+    )
+    figures = demo_figures(
+        out / "cache",
+        trained.model_dir,
+        out / "analysis",
+        per_class=config.analysis_per_class,
+        seed=config.seed,
+    )
+    seconds["analyze"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("stage", {"name": "attribute", "text": "attributing two test images with the HTML report"})
@@ -172,7 +197,7 @@ def run_demo(
     samples = _pick_samples(bench.manifest)
     entries = [attribute_with_report(predictor, path) for path in samples]
     attributed = [entry.result.as_dict() for entry in entries]
-    report = write_report(out / "report.html", entries, predictor.provenance({"command": "demo"}))
+    report = write_report(out / "report.html", entries, predictor.provenance({"command": "demo"}), figures)
     seconds["attribute"] = time.perf_counter() - t
     return DemoResult(
         out_dir=out,
@@ -184,6 +209,7 @@ def run_demo(
         report_html=report,
         attributed=attributed,
         headline=_headline(evaluation, predictor.model.cfg.num_classes),
+        analysis_dir=out / "analysis",
     )
 
 

@@ -27,7 +27,6 @@ uint8 -> (B, 3, 224, 224) in [0, 1].
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,10 @@ import torch
 from gazeclip_cli.core.data.cache import CacheSettings, PreprocessSettings, settings_of_model
 from gazeclip_cli.core.data.face_prep import FacePreparer
 from gazeclip_cli.core.data.faces import FACE_POLICIES, Face, FaceDetector, resize_crop
+from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
+from gazeclip_cli.core.data.gaze_normalization import pitchyaw_to_vector, vector_to_pitchyaw
 from gazeclip_cli.core.data.images import (
+    check_image_file,
     check_readable_file,
     decode_image,
     display_path,
@@ -78,7 +80,7 @@ class PredictorSettings:
     faces: str | None = None  # face policy: largest, score or all; None: the model folder's (largest)
     face_mode: str | None = None  # detect (MTCNN) or aligned (already face crops); None: the model folder's
     batch_size: int = 16  # faces per forward pass
-    video_frames: int = 8  # frames sampled evenly from each video
+    video_frames: int = DEFAULT_FRAMES_PER_VIDEO  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
 
     def __post_init__(self) -> None:
@@ -238,6 +240,21 @@ class InputResult:
             "face_errors": [asdict(f) for f in self.face_failures],
             "video": None if self.video is None else self.video.as_dict(),
         }
+
+
+def input_problems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Inputs that cannot be read at all (missing, a folder, empty, unreadable, too large), one message
+    each: cheap checks, made before a model is loaded so that a mistyped name fails at once."""
+    problems = []
+    for path in paths:
+        try:
+            if is_video_path(path):
+                check_readable_file(path)
+            else:
+                check_image_file(path)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def error_reason(message: str, path: str) -> str:
@@ -580,6 +597,22 @@ class Predictor:
             top=top,
         )
 
+    def describe(self, v: FacePrediction | VideoVerdict) -> str:
+        """The two experts' verdicts in words for a person: real or fake, and by what (or unknown)."""
+        real_source = self.class_names.index(v.generator) in self.real_classes
+        reach = f"no known class reaches p {self.settings.threshold:g}"
+        if v.unknown and v.verdict == "real":
+            return f"real, from a source unlike any the model knows ({reach})"
+        if v.unknown:
+            return f"fake, made by an unknown generator ({reach})"
+        if v.verdict == "real":
+            if real_source:
+                return f"real, attributed to the real source {v.generator}"
+            return f"real by detection, yet attributed to {v.generator}: the two experts disagree"
+        if real_source:
+            return f"fake by detection, yet attributed to the real source {v.generator}: the two experts disagree"
+        return f"fake, made by {v.generator}"
+
     def gradcam(self, face: PreparedFace, class_index: int | None = None) -> GradCam:
         """Grad-CAM of one face's attribution logit (the predicted class by default) over its crop."""
         images, patches = self.input_tensors([face])
@@ -596,10 +629,10 @@ def camera_gaze(pitch: float, yaw: float, rotation: np.ndarray | None) -> tuple[
 
     The estimator sees the normalised patch, so its angles are in the virtual camera; the
     rotation of the normalisation (camera -> normalised camera) undoes that. Conventions
-    as ETH-XGaze: vector = (-cos p sin y, -sin p, -cos p cos y).
+    as ETH-XGaze (:func:`~gazeclip_cli.core.data.gaze_normalization.pitchyaw_to_vector`).
     """
-    vec = np.array([-math.cos(pitch) * math.sin(yaw), -math.sin(pitch), -math.cos(pitch) * math.cos(yaw)])
+    vec = pitchyaw_to_vector(np.array([[pitch, yaw]]))[0]
     if rotation is not None:
         vec = np.asarray(rotation, dtype=np.float64).T @ vec  # normalised camera -> source camera
-    vec /= np.linalg.norm(vec)
-    return float(math.asin(-vec[1])), float(math.atan2(-vec[0], -vec[2]))
+    p, y = vector_to_pitchyaw(vec[None])[0]
+    return float(p), float(y)

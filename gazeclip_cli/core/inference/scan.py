@@ -246,12 +246,18 @@ def _empty(fmt: str) -> Any:
 
 
 def _box(box: tuple[float, float, float, float] | None, fmt: str) -> Any:
+    """CSV: ``x0 y0 x1 y1``; JSONL: ``[x0, y0, x1, y1]``, as ``attribute --format json`` writes it."""
     if box is None:
         return _empty(fmt)
+    if fmt == "jsonl":
+        return [round(float(v), 1) for v in box]
     return " ".join(f"{v:.1f}" for v in box)
 
 
-def _top3(top: Iterable[Any]) -> str:
+def _top3(top: Iterable[Any], fmt: str) -> Any:
+    """CSV: ``name=p;name=p;name=p``; JSONL: ``[{"name", "probability"}, ...]`` as attribute's ``top``."""
+    if fmt == "jsonl":
+        return [{"name": c.name, "probability": round(float(c.probability), DECIMALS)} for c in top]
     return ";".join(f"{c.name}={c.probability:.{DECIMALS}f}" for c in top)
 
 
@@ -275,7 +281,7 @@ def _verdict_fields(v: FacePrediction | VideoVerdict, fmt: str) -> dict[str, Any
         "generator": v.attribution,
         "generator_probability": _num(v.generator_probability, fmt),
         "unknown": _flag(v.unknown, fmt),
-        "top3": _top3(v.top),
+        "top3": _top3(v.top, fmt),
     }
 
 
@@ -494,6 +500,24 @@ def output_format(out: str | os.PathLike[str]) -> str:
     return FORMATS[suffix]
 
 
+def check_output(out: str | os.PathLike[str], resume: bool) -> str:
+    """Check the results file before any work (a CLI calls it before loading the model); its format.
+
+    Raises:
+        ConfigError: not a ``.csv`` or ``.jsonl`` name.
+        DataError: it exists without ``resume``, or its folder does not exist.
+    """
+    out = Path(out)
+    fmt = output_format(out)
+    if out.exists() and out.stat().st_size > 0 and not resume:
+        raise DataError(
+            f"{out}: already exists; pass --resume to continue that scan, or choose another --out"
+        )
+    if not out.parent.is_dir():
+        raise DataError(f"{out.parent}: output folder does not exist; create it first")
+    return fmt
+
+
 def provenance_path(out: str | os.PathLike[str]) -> Path:
     """Where the scan's provenance file sits: ``<out>.provenance.json``."""
     out = Path(out)
@@ -639,7 +663,7 @@ def scan(
     """
     start = time.perf_counter()
     out = Path(out)
-    fmt = output_format(out)
+    fmt = check_output(out, resume)
     if engine is None:
         engine = LocalEngine(workers, model_threads)
     elif workers is not None or model_threads is not None:
@@ -647,12 +671,6 @@ def scan(
     tally = _Tally()
     done: set[str] = set()
     exists = out.exists() and out.stat().st_size > 0
-    if exists and not resume:
-        raise DataError(
-            f"{out}: already exists; pass --resume to continue that scan, or choose another --out"
-        )
-    if not out.parent.is_dir():
-        raise DataError(f"{out.parent}: output folder does not exist; create it first")
     summary = ScanSummary(out=str(out), format=fmt)
     stats = WalkStats()
     new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}

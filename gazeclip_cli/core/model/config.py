@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -265,6 +266,20 @@ def list_architectures() -> list[str]:
     """Names of the architectures shipped inside the package."""
     files = resources.files(ARCHITECTURES_PACKAGE).iterdir()
     return sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml"))
+
+
+def architecture_summary(name: str) -> str:
+    """What a named architecture is, in a line: its file's leading comment up to the first colon
+    (or the end of its first sentence)."""
+    text = (resources.files(ARCHITECTURES_PACKAGE) / f"{name}.toml").read_text(encoding="utf-8")
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("#").strip())
+    words = " ".join(comment)
+    first = re.split(r"(?<=\.)\s+(?=[A-Z])", words, maxsplit=1)[0]
+    return first.split(": ", 1)[0].rstrip(".")
 
 
 def config_from_toml_data(data: dict[str, Any], where: str) -> DetectorConfig:

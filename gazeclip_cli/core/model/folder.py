@@ -8,7 +8,7 @@ Contents:
 - ``meta.json``: format version, tool version, class names, preprocessing (the model's
   input facts and the training cache's settings record, ``preprocessing.cache``, from which
   ``attribute``, ``scan`` and ``evaluate`` prepare faces), weight-file checksums (and which of
-  those files loading needs), what it was trained on, and free-form training metadata.
+  those files loading needs), what it was trained on (``synthetic: true`` for the demo's renders), and free-form training metadata.
 
 Format 2 added ``preprocessing.cache``; format 1 folders still load (their record is
 missing, so readers state the defaults they assume).
@@ -45,6 +45,18 @@ TEXT_ONLY_PREFIXES = ("lre.", "logit_scale")  # train-path tensors the test path
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
+SYNTHETIC_KEY = "synthetic"  # meta.json: true when the model was trained on the synthetic demo benchmark
+# Demo folders written before meta.json recorded SYNTHETIC_KEY are known by their architecture.
+_SYNTHETIC_ARCHITECTURES = ("demo-small",)
+SYNTHETIC_NOTICE = (
+    "this model was trained on the synthetic demo benchmark (rendered faces, made-up generators): "
+    "its verdicts say nothing about real photos"
+)
+
+
+def trained_on_synthetic(meta: dict[str, Any]) -> bool:
+    """Whether a model folder's ``meta.json`` says it learned from the synthetic demo benchmark."""
+    return meta.get(SYNTHETIC_KEY) is True or meta.get("architecture") in _SYNTHETIC_ARCHITECTURES
 
 
 @dataclass
@@ -176,6 +188,59 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
             f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     return meta
+
+
+@dataclass(frozen=True)
+class FolderSummary:
+    """What ``meta.json`` says about a model folder, read without loading it."""
+
+    path: Path
+    architecture: str | None
+    classes: int | None  # attribution classes
+    created: str | None  # when it was written (UTC)
+    synthetic: bool  # trained on the synthetic demo benchmark
+    problem: str | None  # why it cannot be loaded (incompatible format, missing file), or None
+
+
+def find_model_folders(root: str | Path, depth: int = 3) -> list[FolderSummary]:
+    """Model folders (a folder with ``meta.json``) at or below ``root``, at most ``depth`` levels down,
+    in name order; a folder that cannot be loaded is listed with its problem."""
+    root = Path(root)
+    found: list[FolderSummary] = []
+
+    def visit(folder: Path, level: int) -> None:
+        if (folder / META_FILE).is_file():
+            found.append(summarise_folder(folder))
+            return
+        if level >= depth:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            return
+        for child in children:
+            visit(child, level + 1)
+
+    if root.is_dir():
+        visit(root, 0)
+    return found
+
+
+def summarise_folder(folder: str | Path) -> FolderSummary:
+    """A :class:`FolderSummary` of one folder; its problem when :func:`read_meta` refuses it."""
+    folder = Path(folder)
+    try:
+        meta = read_meta(folder)
+    except ModelFolderError as exc:
+        return FolderSummary(folder, None, None, None, False, str(exc))
+    return FolderSummary(
+        path=folder,
+        architecture=str(meta.get("architecture", "")) or None,
+        classes=len(meta.get("class_names", [])) or None,
+        created=meta.get("created"),
+        synthetic=trained_on_synthetic(meta),
+        problem=None,
+    )
 
 
 LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"  # peft's names (adapter "default")

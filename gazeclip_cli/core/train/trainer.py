@@ -102,6 +102,7 @@ def train(
     weights: WeightSources | None = None,
     progress: Progress | None = None,
     prepare_model: Callable[[Detector], None] | None = None,
+    folder_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train on the ``train`` split of a preprocessing cache, validate on ``val``, write a model folder.
 
@@ -114,6 +115,7 @@ def train(
         progress: called with ("step" | "epoch" | "start", info); may raise to stop.
         prepare_model: called on the freshly built model before training (e.g. the demo's fitted
             gaze estimator).
+        folder_meta: more fields for the model folder's ``meta.json`` (the demo's ``synthetic``).
     """
     out_dir = Path(out_dir)
     device = resolve_device(run.device)
@@ -122,12 +124,25 @@ def train(
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _train(run, Path(cache_dir), out_dir, resume, weights, progress, prepare_model, device, ctx)
+        return _train(
+            run,
+            Path(cache_dir),
+            out_dir,
+            resume,
+            weights,
+            progress,
+            prepare_model,
+            device,
+            ctx,
+            folder_meta or {},
+        )
     finally:
         D.shutdown(ctx)
 
 
-def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx) -> TrainResult:
+def _train(
+    run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx, folder_meta
+) -> TrainResult:
     cache = read_cache(cache_dir)
     train_rows, val_rows = cache.split("train"), cache.split("val")
     if not train_rows:
@@ -294,6 +309,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                         "run": to_dict(run),
                         "epoch": epoch,
                         "val": {k: v for k, v in summary.items() if k.startswith("val_")},
+                        **folder_meta,
                     },
                 )
         summary["best_epoch"] = state["best_epoch"]
@@ -309,7 +325,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
             out_dir / "model",
             trained_on=cache_fingerprint(cache_dir),
             preprocessing=recorded,
-            extra={"run": to_dict(run), "epoch": None},
+            extra={"run": to_dict(run), "epoch": None, **folder_meta},
         )
     return TrainResult(
         out_dir, out_dir / "model", state["epoch"], state["best_metric"], state["best_epoch"], history
