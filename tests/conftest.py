@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checksum_cache_in_tmp(tmp_path_factory):
+    """The weight checksum cache (core/weights/checksums.py) in a temporary folder, not the user's."""
+    old = os.environ.get("GAZECLIP_CACHE_DIR")
+    os.environ["GAZECLIP_CACHE_DIR"] = str(tmp_path_factory.mktemp("checksum-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GAZECLIP_CACHE_DIR", None)
+    else:
+        os.environ["GAZECLIP_CACHE_DIR"] = old
 
 
 @pytest.fixture

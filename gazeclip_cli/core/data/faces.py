@@ -46,9 +46,9 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
 from gazeclip_cli.core.data.gaze_normalization import FACE_MODEL_MM
+from gazeclip_cli.core.data.mtcnn_nets import ONet, PNet, RNet, batched_nms
 
 FacePolicy = Literal["largest", "score", "all"]
 FACE_POLICIES: tuple[str, ...] = ("largest", "score", "all")
@@ -104,8 +104,6 @@ class FaceDetector:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         pyramid_factor: float = 0.709,
     ) -> None:
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-
         self.device = torch.device(device)
         self.min_face_size = min_face_size
         self.thresholds = thresholds

@@ -46,6 +46,7 @@ from gazeclip_cli.core.model.folder import (
     trained_on_synthetic,
 )
 from gazeclip_cli.core.model.info import model_info
+from gazeclip_cli.core.weights.checksums import cached_sha256
 from gazeclip_cli.core.weights.locate import sha256_file
 
 
@@ -262,7 +263,7 @@ def evaluate_model(
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
         write_efficiency(out_dir, result.efficiency.as_dict())
-    weights_sha = sha256_file(folder.path / WEIGHTS_FILE)
+    weights_sha = cached_sha256(folder.path / WEIGHTS_FILE)
     write_provenance(
         out_dir,
         cfg=model.cfg,

@@ -65,6 +65,7 @@ from gazeclip_cli.core.inference.provenance import (
 from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder
 from gazeclip_cli.core.model.optimize import optimize_for_inference
+from gazeclip_cli.core.weights.checksums import cached_sha256
 
 FACE_MODES = ("detect", "aligned")
 UNKNOWN_GENERATOR = "unknown generator"
@@ -458,12 +459,13 @@ class Predictor:
         self.settings = settings or PredictorSettings()
         self.device = resolve_device(device)
         # Hash the weights file while the model is built: hashlib releases the GIL on large
-        # reads, so on a multi-core machine the checksum costs no wall time.
+        # reads, so on a multi-core machine the checksum costs no wall time; an unchanged file's
+        # hash comes from the checksum cache (core/weights/checksums.py) without reading it.
         weights_file = Path(model_dir) / WEIGHTS_FILE
         with ThreadPoolExecutor(max_workers=1) as pool:
-            digest = pool.submit(sha256_of_file, weights_file) if weights_file.is_file() else None
+            digest = pool.submit(cached_sha256, weights_file) if weights_file.is_file() else None
             folder = load_model_folder(model_dir, weights, self.device, with_text=False)
-            weights_sha = digest.result() if digest is not None else sha256_of_file(weights_file)
+            weights_sha = digest.result() if digest is not None else cached_sha256(weights_file)
         recorded = str(folder.meta.get("weights_sha256", ""))
         if recorded and recorded != weights_sha:
             # The verdict must come from the model the folder describes: refuse an edited folder.

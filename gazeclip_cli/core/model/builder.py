@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from open_clip.tokenizer import SimpleTokenizer
 
 from gazeclip_cli.core.errors import ConfigError, WeightsError
 from gazeclip_cli.core.model.agpm import AGPM
@@ -17,8 +16,6 @@ from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
 from gazeclip_cli.core.model.gaze_estimator import GazeEstimator, GazeEstimatorConfig, build_gaze_estimator
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
-from gazeclip_cli.core.model.prompts import class_prompts, load_templates
-from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
 from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights, read_state_dict
 from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, resolve_weight, weight_spec, weights_dir
 
@@ -38,6 +35,9 @@ def prompt_sets(cfg: GazeCLIPConfig) -> tuple[torch.Tensor, torch.Tensor]:
     Classes whose prompts read alike (every fake class with L1 only) share one set: the text
     tower encodes it once and the contrastive loss counts them as one positive (Table XI).
     """
+    from gazeclip_cli.core.model.openclip import SimpleTokenizer  # the text tower's modules: train path only
+    from gazeclip_cli.core.model.prompts import class_prompts, load_templates
+
     if cfg.learnable_prompt_tokens and cfg.learnable_prompt_tokens > cfg.clip.text.context_length - 20:
         raise ValueError("learnable_prompt_tokens leaves no room for the prompt")
     templates = load_templates(cfg.prompt_templates)
@@ -69,8 +69,13 @@ def build_frozen_gaze_estimator(
     return estimator.eval(), path
 
 
-def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, seed: int = 0) -> GazeCLIP:
+def build_gazeclip(
+    cfg: GazeCLIPConfig, weights: WeightSources | None = None, seed: int = 0, *, merged_lora: bool = False
+) -> GazeCLIP:
     """Build the network; load the named pretrained weights unless ``weights.pretrained`` is False.
+
+    ``merged_lora``: the image tower's LoRA blocks are plain Linear layers, for weights with the
+    adapters merged in (the test path; see :func:`~gazeclip_cli.core.model.folder.merge_lora`).
 
     Random initialisation is deterministic in ``seed`` and does not touch the global RNG.
     Records ``model.pretrained_files`` (weight name -> file) for provenance and model folders.
@@ -109,9 +114,12 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
                 lora_blocks=cfg.gie_lora_blocks,
                 lora_rank=cfg.lora_rank,
                 lora_alpha=cfg.lora_alpha,
+                merged_lora=merged_lora,
             )
         lre, prompts = None, None
         if cfg.use_lre:
+            from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder  # train path only
+
             lre = LanguageRefinementEncoder(
                 clip,
                 num_prompts=len(cfg.prompt_levels),
@@ -151,11 +159,13 @@ def build_timm_detector(cfg: TimmConfig, weights: WeightSources | None = None, s
     return model
 
 
-def build_model(cfg: DetectorConfig, weights: WeightSources | None = None, seed: int = 0) -> Detector:
-    """The network of any architecture family, through its builder."""
+def build_model(
+    cfg: DetectorConfig, weights: WeightSources | None = None, seed: int = 0, *, merged_lora: bool = False
+) -> Detector:
+    """The network of any architecture family, through its builder (``merged_lora``: GazeCLIP's test path)."""
     if isinstance(cfg, TimmConfig):
         return build_timm_detector(cfg, weights, seed)
-    return build_gazeclip(cfg, weights, seed)
+    return build_gazeclip(cfg, weights, seed, merged_lora=merged_lora)
 
 
 def weight_names(cfg: DetectorConfig) -> list[str]:

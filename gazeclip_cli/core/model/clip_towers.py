@@ -11,13 +11,12 @@ adds exact, merge-free LoRA to ``attn.qkv``, ``attn.out_proj``, ``mlp.c_fc`` and
 
 from __future__ import annotations
 
-import peft
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP
 from torch import nn
 
 from gazeclip_cli.core.model.config import ClipConfig
+from gazeclip_cli.core.model.openclip import CLIP
 
 LORA_TARGETS = ("attn.qkv", "attn.out_proj", "mlp.c_fc", "mlp.c_proj")
 
@@ -101,6 +100,8 @@ def add_lora(module: nn.Module, pattern: str, rank: int, alpha: int) -> int:
     matched = [n for n in names if re.fullmatch(pattern, n)]
     if not matched:
         return 0
+    import peft  # seconds to import (transformers); the test path loads LoRA merged, without it
+
     config = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=pattern, bias="none")
     peft.inject_adapter_in_model(config, module)
     return len(matched)

@@ -28,17 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from gazeclip_cli import __version__
 from gazeclip_cli.core.config_io import dumps_toml, read_toml, to_dict
-from gazeclip_cli.core.errors import GazeclipError, ModelFolderError
+from gazeclip_cli.core.errors import DataError, GazeclipError, ModelFolderError
 from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.image_encoder import TRAINABLE_EMBEDDINGS
+from gazeclip_cli.core.weights.checksums import cached_sha256
 from gazeclip_cli.core.weights.locate import sha256_file
-from gazeclip_cli.core.weights.store import save_safetensors
+from gazeclip_cli.core.weights.store import map_safetensors, save_safetensors
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # 1: no preprocessing.cache record (the settings it implies are unknown)
@@ -132,12 +132,12 @@ def save_model_folder(
         "class_names": [c.name for c in model.cfg.classes],
         "preprocessing": preprocessing_record(model.cfg, preprocessing),
         "weight_files": {
-            name: {"file": Path(path).name, "sha256": sha256_file(Path(path))}
+            name: {"file": Path(path).name, "sha256": cached_sha256(path)}
             for name, path in sorted(model.pretrained_files.items())
         },
         # Loading builds from every named file or from none: the files matter only when tensors were left out.
         "needs_weight_files": sorted(model.pretrained_files) if skip else [],
-        "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
+        "weights_sha256": cached_sha256(folder / WEIGHTS_FILE),  # remembered: the first load reads no file
         "trained_on": trained_on,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
@@ -244,6 +244,33 @@ def summarise_folder(folder: str | Path) -> FolderSummary:
     )
 
 
+LORA_A, LORA_B = ".lora_A.default.weight", ".lora_B.default.weight"  # peft's names (adapter "default")
+
+
+def merge_lora(
+    tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], scaling: float
+) -> dict[str, torch.Tensor]:
+    """A folder's tensors with each peft LoRA Linear merged into one: ``W + (B @ A) * scaling``.
+
+    ``X.base_layer.weight`` / ``.bias`` and ``X.lora_A`` / ``X.lora_B`` become ``X.weight`` /
+    ``X.bias``, the arithmetic ``optimize_for_inference`` merges a live peft layer with. A base
+    left out of the folder (frozen, from a pretrained file) is the built model's (``own``, by
+    the merged name). ``scaling`` is peft's ``lora_alpha / r``.
+    """
+    out = dict(tensors)
+    for key in [k for k in tensors if k.endswith(LORA_A)]:
+        prefix = key[: -len(LORA_A)]
+        a, b = out.pop(key), out.pop(prefix + LORA_B)
+        base = out.pop(prefix + ".base_layer.weight", None)
+        weight = (own[prefix + ".weight"] if base is None else base).detach().clone()
+        weight += (b @ a) * scaling
+        out[prefix + ".weight"] = weight
+        bias = out.pop(prefix + ".base_layer.bias", None)
+        if bias is not None:
+            out[prefix + ".bias"] = bias
+    return out
+
+
 def load_model_folder(
     folder: str | Path,
     weights: WeightSources | None = None,
@@ -253,8 +280,10 @@ def load_model_folder(
 ) -> ModelFolder:
     """Load a model folder; the frozen towers come from the recorded weight files, checked by SHA-256.
 
-    ``with_text=False`` leaves out the language refinement encoder, which the test path never
-    runs (attribute, scan, evaluate): a smaller, faster-loading model with the same outputs.
+    ``with_text=False`` is the test path's model (attribute, scan, evaluate): without the
+    language refinement encoder, which it never runs, and with the image tower's LoRA merged
+    into its Linear layers (:func:`merge_lora`), so peft is not imported: a smaller,
+    faster-loading model with the same outputs (to float rounding); it cannot be trained.
     """
     folder = Path(folder)
     meta = read_meta(folder)
@@ -267,21 +296,26 @@ def load_model_folder(
     sources = weights or WeightSources()
     sources = WeightSources(pretrained=bool(needed), directory=sources.directory, overrides=sources.overrides)
     text_free = isinstance(cfg, GazeCLIPConfig) and not with_text
-    model = build_model(replace(cfg, use_lre=False) if text_free else cfg, sources)
+    model = build_model(replace(cfg, use_lre=False) if text_free else cfg, sources, merged_lora=text_free)
     if verify_checksums:
         for name, info in recorded.items():
             path = model.pretrained_files.get(name)
-            if path is not None and sha256_file(Path(path)) != info["sha256"]:
+            if path is not None and cached_sha256(path) != info["sha256"]:
                 raise ModelFolderError(
                     f"{path}: SHA-256 differs from the '{name}' file this model was trained with "
                     f"({info['file']}, {info['sha256'][:12]}...); put that exact file there"
                 )
     try:
-        tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        # A memory map, not a read: the parameters below become views of the file's pages (no copy).
+        tensors = map_safetensors(folder / WEIGHTS_FILE)
+    except DataError as exc:
         raise ModelFolderError(f"{folder / WEIGHTS_FILE}: unreadable ({exc})") from None
     if text_free and cfg.use_lre:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
+    if text_free:
+        tensors = merge_lora(
+            tensors, model.state_dict(), cfg.lora_alpha / cfg.lora_rank if cfg.lora_rank else 0.0
+        )
     expected = set(model.state_dict()) - pretrained_keys(model)
     missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
     if isinstance(cfg, GazeCLIPConfig) and model.pretrained_files.get(cfg.clip.weights):
@@ -294,6 +328,6 @@ def load_model_folder(
             f"{folder / WEIGHTS_FILE}: does not fit its config ({len(missing)} missing, {len(unexpected)} unexpected, "
             f"e.g. {example}); the folder was written by an incompatible version or edited"
         )
-    model.load_state_dict(tensors, strict=False)
+    model.load_state_dict(tensors, strict=False, assign=True)  # assign: keep the mapped tensors, copy nothing
     model.to(device).eval()
     return ModelFolder(path=folder, model=model, meta=meta)

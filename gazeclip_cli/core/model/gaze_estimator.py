@@ -11,7 +11,6 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,6 +67,13 @@ class GazeEstimator(nn.Module):
         return state
 
 
+def _resnet50() -> nn.Module:
+    """torchvision's ResNet-50, random weights; imported here because torchvision's import costs seconds."""
+    from torchvision.models import resnet50
+
+    return resnet50(weights=None)
+
+
 class EthXGazeResNet50(GazeEstimator):
     """The ETH-XGaze baseline: ResNet-50 features (2048) -> Linear(2048, 2), RGB, ImageNet mean/std.
 
@@ -82,7 +88,7 @@ class EthXGazeResNet50(GazeEstimator):
 
     def __init__(self) -> None:
         super().__init__(IMAGENET_MEAN, IMAGENET_STD)
-        self.backbone = torchvision.models.resnet50(weights=None)
+        self.backbone = _resnet50()
         self.backbone.fc = nn.Identity()  # (B, 2048) pooled features
         self.head = nn.Linear(self.feature_dim, 2)
 
@@ -126,7 +132,7 @@ class PureGazeResNet50(GazeEstimator):
 
     def __init__(self) -> None:
         super().__init__((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-        self.feature = torchvision.models.resnet50(weights=None)
+        self.feature = _resnet50()
         self.feature.fc = nn.Identity()  # trunk + global average pool: (B, 2048)
         self.gazeEs = nn.ModuleDict({"fc": nn.Linear(self.feature_dim, 2)})
 
@@ -158,7 +164,7 @@ class L2CSNetGaze360(GazeEstimator):
 
     def __init__(self) -> None:
         super().__init__(IMAGENET_MEAN, IMAGENET_STD)
-        trunk = torchvision.models.resnet50(weights=None)
+        trunk = _resnet50()
         # The release names the trunk's modules at the top level, as torchvision does.
         self.conv1, self.bn1, self.relu, self.maxpool = trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (

@@ -8,6 +8,7 @@ The model receives already-built parts (see ``builder.py``). Inputs are describe
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,7 +18,9 @@ from gazeclip_cli.core.model.config import GazeCLIPConfig
 from gazeclip_cli.core.model.detector import CamLayer, Detector, DetectorOutput, ParameterGroups
 from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
-from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
+
+if TYPE_CHECKING:  # the text tower is imported only where one is built (train path)
+    from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from gazeclip_cli.core.model.clip_towers import add_lora, block_forward, convert_attention, lora_pattern
+from gazeclip_cli.core.model.openclip import VisionTransformer
 
 TRAINABLE_EMBEDDINGS = ("class_embedding", "positional_embedding")  # of the CLIP image tower
 
@@ -73,6 +73,8 @@ class GazeAwareImageEncoder(nn.Module):
         lora_blocks: LoRA on the last K blocks (0 = none).
         lora_rank: LoRA rank.
         lora_alpha: LoRA alpha.
+        merged_lora: leave the LoRA blocks plain Linear layers, for weights with the adapters
+            merged in (:func:`~gazeclip_cli.core.model.folder.merge_lora`; the test path, without peft).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class GazeAwareImageEncoder(nn.Module):
         lora_blocks: int,
         lora_rank: int,
         lora_alpha: int,
+        merged_lora: bool = False,
     ) -> None:
         super().__init__()
         for p in visual.parameters():
@@ -97,7 +100,7 @@ class GazeAwareImageEncoder(nn.Module):
             nn.ModuleList(GazeInjector(width, gi_heads, gi_query) for _ in range(n)) if use_gi else None
         )
         self.lora_blocks = list(range(n - lora_blocks, n))
-        if lora_blocks:
+        if lora_blocks and not merged_lora:
             add_lora(
                 self.visual, lora_pattern(r"transformer\.resblocks", self.lora_blocks), lora_rank, lora_alpha
             )

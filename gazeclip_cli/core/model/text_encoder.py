@@ -7,10 +7,10 @@ token of the last prompt after the final LayerNorm and the text projection.
 from __future__ import annotations
 
 import torch
-from open_clip.model import CLIP
 from torch import nn
 
 from gazeclip_cli.core.model.clip_towers import add_lora, block_forward, convert_attention, lora_pattern
+from gazeclip_cli.core.model.openclip import CLIP
 
 
 class WordSelector(nn.Module):

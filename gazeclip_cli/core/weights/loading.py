@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from open_clip.model import CLIP, resize_pos_embed
 from torch import nn
 
 from gazeclip_cli.core.errors import WeightsError
+from gazeclip_cli.core.model.openclip import CLIP, resize_pos_embed
 from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS
 
 if TYPE_CHECKING:  # the model layer sits above this one: its types only

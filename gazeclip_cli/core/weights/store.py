@@ -64,3 +64,62 @@ def _rewrite_with_metadata(source: Path, target: Path, metadata: dict[str, str])
             dst.write(struct.pack("<Q", len(text)))
             dst.write(text)
             shutil.copyfileobj(src, dst, 1 << 20)  # the tensor data, offsets unchanged
+
+
+# safetensors dtype names -> torch dtypes (the ones torch can hold).
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def map_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as views of one copy-on-write memory map of it (CPU).
+
+    Nothing is read until a tensor is used, and nothing is copied: pages come from the page
+    cache, shared with every other process mapping the file; writing to a tensor copies
+    only that page, never touches the file. Same tensors as ``safetensors.torch.load_file``.
+
+    Raises:
+        DataError: the file is not a safetensors file (bad header, offsets past its end, unknown dtype).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            header = json.loads(fh.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+        tensors: dict[str, torch.Tensor] = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise ValueError(f"tensor {name}: dtype {info['dtype']} is not supported")
+            begin, end = (8 + n + int(o) for o in info["data_offsets"])
+            shape = [int(d) for d in info["shape"]]
+            item = torch.empty((), dtype=dtype).element_size()
+            count = (end - begin) // item
+            if end > size or begin > end or count != int(torch.Size(shape).numel()) or (end - begin) % item:
+                raise ValueError(f"tensor {name}: offsets do not fit its shape or the file")
+            if begin % item:  # not aligned to its element size: a view cannot start there, copy it
+                raw = torch.empty(0, dtype=torch.uint8).set_(storage, begin, (end - begin,))
+                tensors[name] = raw.clone().view(dtype).reshape(shape)
+            else:
+                tensors[name] = torch.empty(0, dtype=dtype).set_(storage, begin // item, shape)
+        return tensors
+    except (ValueError, KeyError, TypeError, struct.error, RuntimeError) as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({exc})") from None
