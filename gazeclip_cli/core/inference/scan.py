@@ -11,7 +11,9 @@ is an error row.
 
 Pipeline (:func:`scan`): stage 1 of the predictor (read, decode, detect, crop, normalise)
 runs in a pool of ``workers`` threads, at most ``batch_size + 2 * workers`` files ahead
-of the model; faces are cut into batches of ``batch_size`` in walk order. On a CPU the
+of the model; the faces of each group of ``batch_size`` consecutive walk positions are cut
+into batches of at most ``batch_size``, in walk order, so batch boundaries sit at fixed
+positions of the walk (a resume re-forms the same batches). On a CPU the
 same threads also run the model's batches, each forward with ``model_threads`` intra-op
 threads (default: the cores divided among the workers, so one each on a small machine):
 every core alternates between preparing files and running batches, none waits for the
@@ -29,7 +31,11 @@ and flushed before the next file. A provenance file ``<out>.provenance.json`` is
 beside it. ``resume``: the rows of the last file in the output (which a killed scan may
 have left incomplete, perhaps with a partial last line) are cut off, every other file
 in the output is skipped, and the scan continues in the same walk order: each file ends
-up with exactly one set of rows.
+up with exactly one set of rows. The files of the resumed file's walk group that are in
+the output already are prepared and run again, not written, so every batch, and every
+row, equals an uninterrupted scan's byte for byte (same settings and threads per forward).
+Each run's provenance entry says how it ended: finished, interrupted, an error, or killed
+(no end recorded; found by the resume).
 """
 
 from __future__ import annotations
@@ -499,8 +505,10 @@ def provenance_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + ".provenance.json")
 
 
-# Settings that change rows: a resumed scan must use the same ones.
-_RESUME_KEYS = ("threshold", "faces", "face_mode", "video_frames", "top_k")
+# Settings that change rows: a resumed scan must use the same ones (the batch size too: the
+# network's float sums depend on the batch shape, so another size moves scores in the 6th decimal).
+_RESUME_KEYS = ("threshold", "faces", "face_mode", "video_frames", "top_k", "batch_size")
+KILLED = "killed: the run recorded no end (found when the scan was resumed); last write to the output at"
 
 
 def _write_provenance(path: Path, data: dict[str, Any]) -> None:
@@ -509,9 +517,16 @@ def _write_provenance(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _start_provenance(predictor: Predictor, out: Path, resuming: bool) -> dict[str, Any]:
+def _start_provenance(
+    predictor: Predictor, out: Path, resuming: bool, threads: dict[str, int | None]
+) -> dict[str, Any]:
     path = provenance_path(out)
-    run = {"started": utc_now(), "tool_version": predictor.provenance().tool_version, "resumed": resuming}
+    run = {
+        "started": utc_now(),
+        "tool_version": predictor.provenance().tool_version,
+        "resumed": resuming,
+        **threads,
+    }
     if resuming and path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -528,10 +543,17 @@ def _start_provenance(predictor: Predictor, out: Path, resuming: bool) -> dict[s
         changed = [k for k in _RESUME_KEYS if first.get("settings", {}).get(k) != now[k]]
         if changed:
             was = ", ".join(f"{k}={first['settings'].get(k)!r}" for k in changed)
+            asked = ", ".join(f"{k}={now[k]!r}" for k in changed)
             raise ConfigError(
-                f"{out}: was started with {was}; resume with the same settings, or choose another --out"
+                f"{out}: was started with {was}, resumed with {asked}; resume with the same settings, "
+                "or choose another --out"
             )
-        data.setdefault("runs", []).append(run)
+        runs = data.setdefault("runs", [])
+        if runs and "finished" not in runs[-1] and "stopped" not in runs[-1]:
+            # Nothing ran at its end: the process was killed (SIGKILL, power, out of memory).
+            last_write = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.stat().st_mtime))
+            runs[-1]["stopped"] = {"how": "killed", "at": last_write, "detail": f"{KILLED} {last_write}"}
+        runs.append(run)
     else:
         data = {"provenance": predictor.provenance({"output": str(out)}).as_dict(), "runs": [run]}
     _write_provenance(path, data)
@@ -546,6 +568,7 @@ class _Pending:
     file: str
     predictions: list[FacePrediction | None]
     missing: int
+    replay: bool = False  # already in the output: run again only to re-form its batch, not written
 
 
 def default_workers() -> int:
@@ -610,7 +633,9 @@ def scan(
         done, cut = _read_done(out, fmt, tally)
         with open(out, "r+b") as fh:
             fh.truncate(cut)
-    _start_provenance(predictor, out, resuming=exists)
+    _start_provenance(
+        predictor, out, resuming=exists, threads={"workers": workers, "model_threads": model_threads}
+    )
 
     summary = ScanSummary(out=str(out), format=fmt)
     stats = WalkStats()
@@ -627,7 +652,8 @@ def scan(
         if workers
         else None
     )
-    window: deque[Future[PreparedInput] | PreparedInput] = deque()
+    # (prepared input or its future, walk position, replay)
+    window: deque[tuple[Future[PreparedInput] | PreparedInput, int, bool]] = deque()
     files: deque[_Pending] = deque()
     faces: deque[tuple[_Pending, int, PreparedFace]] = deque()
     batches: deque[tuple[list[_Pending], list[int], Future[list[FacePrediction]]]] = deque()
@@ -655,6 +681,8 @@ def scan(
             fh.flush()
 
         def emit(pending: _Pending) -> None:
+            if pending.replay:
+                return  # its rows are in the output already
             prepared = pending.prepared
             result = predictor.result(prepared, [p for p in pending.predictions if p is not None])
             rows = result_rows(result, fmt, pending.file)
@@ -698,9 +726,21 @@ def scan(
             else:
                 finish_batch(owners, slots, predictor.predict_faces(items))
 
-        def accept(prepared: PreparedInput) -> None:
+        group = [0]  # the walk group (position // batch) whose faces are being batched
+
+        def accept(prepared: PreparedInput, position: int, replay: bool) -> None:
+            if position // batch != group[0]:
+                # Batches never span two groups of ``batch`` walk positions: a resume, which
+                # starts again at its group's first file, re-forms exactly the same batches.
+                while faces:
+                    run_batch(min(batch, len(faces)))
+                group[0] = position // batch
             pending = _Pending(
-                prepared, printable_path_of(prepared), [None] * len(prepared.faces), len(prepared.faces)
+                prepared,
+                printable_path_of(prepared),
+                [None] * len(prepared.faces),
+                len(prepared.faces),
+                replay,
             )
             files.append(pending)
             for slot, face in enumerate(prepared.faces):
@@ -710,9 +750,29 @@ def scan(
             finish_batches(keep=workers)
             emit_ready()
 
-        for item in iter_inputs(roots, stats):
+        def submit(item: ScanItem, position: int, replay: bool) -> None:
+            if item.error is not None:
+                prepared: Future[PreparedInput] | PreparedInput = PreparedInput(
+                    path=display_path(item.path), kind=item.kind, sha256=None, error=item.error
+                )
+            elif executor is not None:
+                prepared = executor.submit(predictor.prepare, item.path)
+            else:
+                prepared = predictor.prepare(item.path)
+            window.append((prepared, position, replay))
+            while len(window) > in_flight or (executor is None and window):
+                accept(*_take(window.popleft()))
+
+        # Files already in the output, in the walk group being passed: when a file to scan
+        # follows them in the same group, they are prepared and run again (not written) so
+        # that the group's batches are the ones the first run formed.
+        held: list[tuple[int, ScanItem]] = []
+        for position, item in enumerate(iter_inputs(roots, stats)):
             key = printable_path(item.path)
             if key in done:
+                if held and held[0][0] // batch != position // batch:
+                    held.clear()
+                held.append((position, item))
                 new["skipped"] += 1
                 if progress is not None:
                     progress(
@@ -721,22 +781,20 @@ def scan(
                         )
                     )
                 continue
-            if item.error is not None:
-                window.append(
-                    PreparedInput(path=display_path(item.path), kind=item.kind, sha256=None, error=item.error)
-                )
-            elif executor is not None:
-                window.append(executor.submit(predictor.prepare, item.path))
-            else:
-                window.append(predictor.prepare(item.path))
-            while len(window) > in_flight or (executor is None and window):
-                accept(_take(window.popleft()))
+            for p, h in held:
+                if p // batch == position // batch:
+                    submit(h, p, replay=True)
+            held.clear()
+            submit(item, position, replay=False)
         while window:
-            accept(_take(window.popleft()))
+            accept(*_take(window.popleft()))
         while faces:
             run_batch(min(batch, len(faces)))
         finish_batches(keep=0)
         emit_ready()
+    except BaseException as exc:
+        _stop_provenance(out, exc, new["done"])
+        raise
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -759,8 +817,28 @@ def printable_path_of(prepared: PreparedInput) -> str:
     return _escape_controls(prepared.path)
 
 
-def _take(item: Future[PreparedInput] | PreparedInput) -> PreparedInput:
-    return item.result() if isinstance(item, Future) else item
+def _take(
+    entry: tuple[Future[PreparedInput] | PreparedInput, int, bool],
+) -> tuple[PreparedInput, int, bool]:
+    item, position, replay = entry
+    return (item.result() if isinstance(item, Future) else item), position, replay
+
+
+def _stop_provenance(out: Path, exc: BaseException, files_scanned: int) -> None:
+    """Record in the run's entry when and how it stopped before its end."""
+    if isinstance(exc, KeyboardInterrupt):
+        how, detail = "interrupted", "interrupted (Ctrl-C)"
+    else:
+        how, detail = "error", f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+    path = provenance_path(out)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["runs"][-1].update(
+            stopped={"how": how, "at": utc_now(), "detail": detail}, files_scanned=files_scanned
+        )
+        _write_provenance(path, data)
+    except (OSError, ValueError, KeyError, IndexError):
+        pass  # the original exception is what the user must see; a kill is still detected on resume
 
 
 def _finish_provenance(out: Path, summary: ScanSummary) -> None:
