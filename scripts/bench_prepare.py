@@ -77,7 +77,13 @@ def stages(model: Path, paths: list[Path], repeats: int) -> dict:
             paths,
             repeats,
         ),
-        "normalising warp (224)": best_ms(lambda p: predictor._aligned_patch(images[p]), paths, repeats),
+        "normalising warp (224)": best_ms(
+            lambda p: predictor.preparer._aligned_patch(
+                images[p], predictor.preparer.aligned_face(images[p])
+            ),
+            paths,
+            repeats,
+        ),
         "Predictor.prepare, whole": best_ms(predictor.prepare, paths, repeats),
     }
     patches = [predictor.prepare(p).faces[0].patch for p in paths[:16]]

@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "preprocess",
     "train",
     "evaluate",
+    "compare",
     "attribute",
     "scan",
     "demo",

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -45,4 +46,5 @@ def warn(message: str) -> None:
 
 
 def error(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    """An error on stderr, one line: ``error: what went wrong and what to do``."""
+    err.print(Text.assemble(("error:", "red"), " ", message))  # not markup: a message may hold [brackets]

@@ -65,6 +65,24 @@ def test_weights_status_missing_then_present(tmp_path):
     assert not rows["eth-xgaze"]["present"]
 
 
+def test_weights_lists_every_gaze_estimator_with_where_to_get_it(tmp_path):
+    result = runner.invoke(app, ["weights", "--weights-dir", str(tmp_path), "--format", "json"])
+    rows = {r["name"]: r for r in json.loads(result.stdout)["weights"]}
+    assert {"eth-xgaze", "puregaze", "l2cs-gaze360"} <= set(rows)
+    assert rows["puregaze"]["source"] == "github.com/yihuacheng/PureGaze"
+    assert "L2CSNet_gaze360.pkl" in rows["l2cs-gaze360"]["missing"]
+    assert str(tmp_path / "l2cs-gaze360") in rows["l2cs-gaze360"]["missing"]
+    # Upstream's Google Drive folder holds the MPIIGaze folds too: the Gaze360 file is picked by name.
+    (tmp_path / "l2cs-gaze360").mkdir()
+    for name in ("L2CSNet_gaze360.pkl", "fold0.pkl"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "l2cs-gaze360" / name)
+    result = runner.invoke(app, ["weights", "--weights-dir", str(tmp_path), "--format", "json"])
+    rows = {r["name"]: r for r in json.loads(result.stdout)["weights"]}
+    assert rows["l2cs-gaze360"]["path"] == str(tmp_path / "l2cs-gaze360" / "L2CSNet_gaze360.pkl")
+    fetch = runner.invoke(app, ["weights", "fetch", "puregaze", "--weights-dir", str(tmp_path)])
+    assert fetch.exit_code == 0 and f"put it at {tmp_path / 'puregaze.pt'}" in fetch.stdout.replace("\n", "")
+
+
 @pytest.mark.slow
 def test_paper_configuration_builds_on_cpu_and_model_info_reports_its_breakdown():
     model = build_gazeclip(load_architecture("gazeclip-vit-b-32"), WeightSources(pretrained=False))

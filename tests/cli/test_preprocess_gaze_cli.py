@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -53,7 +54,8 @@ def test_cached_gaze_is_the_estimators_output_on_the_stored_patch(tmp_path):
     assert abs(float(rows[0]["gaze_yaw"]) - expected[1].item()) < 1e-4
 
 
-def test_missing_estimator_weights_is_one_line(tmp_path):
+@pytest.mark.parametrize("name", ["eth-xgaze", "puregaze", "l2cs-gaze360"])
+def test_missing_estimator_weights_is_one_line(tmp_path, name):
     (tmp_path / "faces").mkdir()
     result = runner.invoke(
         app,
@@ -63,9 +65,11 @@ def test_missing_estimator_weights_is_one_line(tmp_path):
             "--out",
             str(tmp_path / "c"),
             "--gaze-estimator",
-            "eth-xgaze",
+            name,
             "--weights-dir",
             str(tmp_path / "w"),
         ],
     )
-    assert result.exit_code == 1 and "weight 'eth-xgaze' not found" in result.stderr
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert f"weight '{name}' not found; put it at {tmp_path / 'w' / name}" in result.stderr
+    assert not (tmp_path / "c").exists()  # refused before any work

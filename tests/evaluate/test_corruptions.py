@@ -94,12 +94,12 @@ def test_bad_inputs():
 def test_robustness_reads_crops_exactly_as_the_clean_evaluation(tmp_path):
     import torch
 
+    from gazeclip_cli.core.data.cache import CacheDataset, read_cache
     from gazeclip_cli.core.evaluate.runner import CorruptedDataset
-    from gazeclip_cli.core.train.dataset import CacheDataset, read_cache
     from tests.train.conftest import make_cache
 
     cache = make_cache(tmp_path / "cache", {"test": 1})  # 64 x 64 crops
-    clean = CacheDataset(read_cache(cache), image_size=48, use_cached_gaze=False)  # resized on reading
+    clean = CacheDataset(read_cache(cache).rows, image_size=48, use_cached_gaze=False)  # resized on reading
     severity_zero = CorruptedDataset(clean, CORRUPTION_NAMES[0], 0)
     assert len(clean) > 1
     for i in range(len(clean)):

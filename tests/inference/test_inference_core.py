@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gazeclip_cli.core.errors import ConfigError, ModelFolderError
 from gazeclip_cli.core.inference.gradcam import grad_cam
@@ -23,7 +22,6 @@ from gazeclip_cli.core.inference.predictor import (
     Predictor,
     PredictorSettings,
     camera_gaze,
-    resolve_device,
 )
 from gazeclip_cli.core.inference.report_html import gaze_arrow
 from gazeclip_cli.core.inference.scan import iter_inputs, printable_path
@@ -76,17 +74,11 @@ def test_threshold_decides_unknown_generator(model_dir, tmp_path):
     assert low.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_settings_and_device_are_checked():
+def test_settings_are_checked():
     with pytest.raises(ConfigError, match="threshold"):
         PredictorSettings(threshold=1.5)
     with pytest.raises(ConfigError, match="face policy"):
         PredictorSettings(faces="biggest")
-    with pytest.raises(ConfigError, match="not a device"):
-        resolve_device("gpu0")
-    assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available"):
-            resolve_device("cuda")
 
 
 def test_edited_weights_are_refused(tmp_path):
@@ -191,24 +183,6 @@ def test_walk_is_ordered_streaming_and_survives_cycles(tmp_path):
 def test_printable_path_keeps_rows_on_one_line():
     weird = os.fsdecode(b"/ev/caf\xe9\nnew.png")
     assert printable_path(weird) == "/ev/caf\\xe9\\x0anew.png"
-
-
-def test_aligned_mode_patch_is_the_data_pipelines_normalised_face(aligned_predictor, tmp_path):
-    from gazeclip_cli.core.data.faces import aligned_face, crop_aligned
-    from gazeclip_cli.core.data.gaze_normalization import normalise_face
-    from gazeclip_cli.core.data.images import load_image
-    from gazeclip_cli.core.train.dataset import load_rgb
-
-    for size in (96, 80, 96):  # the second 96 comes from the per-size cache
-        path = aligned_images(tmp_path / str(size), 1, size=size, seed=size)[0]
-        image = load_image(path)
-        face = aligned_predictor.prepare(path).faces[0]
-        expected = normalise_face(image, aligned_face(image).landmarks)
-        assert np.array_equal(face.patch, expected.patch) and np.allclose(face.rotation, expected.rotation)
-        cached = tmp_path / f"crop{size}.png"  # the 256 crop preprocess caches, read as training reads it
-        Image.fromarray(crop_aligned(image)).save(cached)
-        expected_crop = load_rgb(cached, 64).permute(1, 2, 0).numpy()
-        assert np.allclose(face.crop / 255.0, expected_crop, atol=1e-7)
 
 
 def test_scan_restores_the_process_settings_it_tunes(aligned_predictor, tmp_path):

@@ -200,7 +200,11 @@ def test_scan_stopped_at_several_points_and_resumed_equals_an_uninterrupted_scan
     # line at the end, the last complete file too: 16 files = 1 + (2 - 1) + (5 - 1) + (12 - 2).
     assert [run.get("files_scanned") for run in runs] == [1, 2, 5, 12]
     assert all(run["stopped"]["at"].endswith("Z") for run in runs[:3]) and "finished" in runs[3]
-    assert "finished" not in runs[0] and runs[0]["workers"] == 2 and runs[0]["model_threads"] == 1
+    assert "finished" not in runs[0] and runs[0]["engine"] == {
+        "name": "local",
+        "workers": 2,
+        "model_threads": 1,
+    }
 
 
 @pytest.mark.slow  # a subprocess that imports torch and loads the model: ~6-12 s

@@ -14,8 +14,15 @@ import torch
 from PIL import Image
 
 import gazeclip_cli.core.data.preprocess as pp
+from gazeclip_cli.core.data.cache import (
+    PREPROCESSED_COLUMNS,
+    SETTINGS_FILE,
+    CacheSettings,
+    estimator_fingerprint,
+    read_settings,
+)
 from gazeclip_cli.core.data.manifest import ManifestRow, write_manifest
-from gazeclip_cli.core.data.preprocess import PREPROCESSED_COLUMNS, PreprocessSettings, preprocess
+from gazeclip_cli.core.data.preprocess import PreprocessSettings, preprocess
 from gazeclip_cli.core.errors import DataError
 
 
@@ -243,6 +250,46 @@ def test_aligned_mode_needs_no_detector(tmp_path, astronaut):
     assert rows[0]["face_box"] == "0.00 0.00 256.00 256.00" and rows[0]["face_score"] == ""
     crop = np.asarray(Image.open(out / rows[0]["crop_path"]))
     assert np.array_equal(crop, face)  # already 256 x 256: the crop is the image itself
+
+
+def test_the_cache_records_its_full_settings_and_its_estimator(tmp_path, astronaut):
+    import json
+
+    from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings
+    from gazeclip_cli.core.model.gaze_estimator import SmallGazeCNN
+
+    src = tmp_path / "aligned"
+    src.mkdir()
+    Image.fromarray(np.ascontiguousarray(astronaut[40:296, 96:352])).save(src / "a.png")
+    settings = PreprocessSettings(
+        aligned=True,
+        camera=CameraIntrinsics(fx=700.0, fy=710.0, cx=130.0, cy=120.0),
+        patch=NormalisationSettings(focal=900.0, distance=620.0),
+        aligned_template=((90.0, 120.0), (160.0, 120.0), (128.0, 160.0), (105.0, 190.0), (150.0, 190.0)),
+        frames_per_video=4,
+    )
+    torch.manual_seed(0)
+    estimator = SmallGazeCNN(width=4).eval()
+    out = tmp_path / "cache"
+    preprocess(src, out, settings, gaze_estimator=estimator, workers=1)
+    record = read_settings(out)
+    assert record == CacheSettings(settings, "small-cnn", estimator_fingerprint(estimator))
+    written = json.loads((out / SETTINGS_FILE).read_text())
+    assert written["settings"]["camera"] == {"fx": 700.0, "fy": 710.0, "cx": 130.0, "cy": 120.0}
+    assert written["settings"]["patch"] == {"focal": 900.0, "distance": 620.0, "size": 224}
+    assert written["settings_key"] == settings.cache_key() and written["cache_version"] == 1
+    # A run without an estimator keeps the last one's angles, and says whose they are.
+    preprocess(src, out, settings, workers=1)
+    assert read_settings(out) == record and _read(out / "preprocessed.csv")[0]["gaze_pitch"]
+    # Other settings: the record follows preprocessed.csv.
+    preprocess(src, out, PreprocessSettings(aligned=True), workers=1)
+    assert read_settings(out).settings == PreprocessSettings(aligned=True)
+    # A cache written before the record existed reads without one; a damaged record is refused.
+    (out / SETTINGS_FILE).unlink()
+    assert read_settings(out) is None
+    (out / SETTINGS_FILE).write_text(json.dumps({**written, "settings": {"aligned": "yes"}}))
+    with pytest.raises(DataError, match="malformed preprocessing record"):
+        read_settings(out)
 
 
 def test_all_faces_policy(tmp_path, astronaut, grace_hopper, detector):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gazeclip_cli.core.data.preprocess import PREPROCESSED_COLUMNS
+from gazeclip_cli.core.data.cache import PREPROCESSED_COLUMNS
 
 COLUMNS = list(PREPROCESSED_COLUMNS)  # the cache format preprocess writes
 CLASSES = [("Real", 0, "Real", "Real"), ("GenA", 1, "EFS", "GAN"), ("GenB", 1, "FS", "Diffusion")]
@@ -19,11 +19,17 @@ UNSEEN = [("GenU", 1, "FR", "Flow"), ("RealU", 0, "Real", "Real")]
 
 
 def make_cache(
-    folder: Path, per_class: dict[str, int], seed: int = 0, with_gaze: bool = True, unseen_test: int = 0
+    folder: Path,
+    per_class: dict[str, int],
+    seed: int = 0,
+    with_gaze: bool = True,
+    unseen_test: int = 0,
+    unseen_val: int = 0,
 ) -> Path:
     """Crops whose class is visible (a per-class tint and stripe period) so a tiny model can learn.
 
-    ``unseen_test`` adds that many test rows for an unseen generator and an unseen real set (DFA -1).
+    ``unseen_test`` (``unseen_val``) adds that many test (val) rows for an unseen generator and
+    an unseen real set (DFA -1).
     """
     rng = np.random.default_rng(seed)
     (folder / "crops").mkdir(parents=True, exist_ok=True)
@@ -36,6 +42,7 @@ def make_cache(
         for label, spec in enumerate(CLASSES)
     ]
     plan += [("test", -1, spec, unseen_test) for spec in UNSEEN if unseen_test]
+    plan += [("val", -1, spec, unseen_val) for spec in UNSEEN if unseen_val]
     for split, label, (name, dfd, ftype, arch), count in plan:
         if True:
             for _ in range(count):

@@ -8,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from gazeclip_cli.cli.app import app
+from gazeclip_cli.core.data.cache import read_cache
 from gazeclip_cli.core.errors import DataError
-from gazeclip_cli.core.evaluate.runner import evaluate_model, real_pairing
-from gazeclip_cli.core.train.dataset import read_cache
+from gazeclip_cli.core.evaluate.predictions import real_pairing
+from gazeclip_cli.core.evaluate.runner import evaluate_model
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import train
 from tests.train.conftest import make_cache
@@ -44,7 +45,7 @@ def test_evaluate_writes_the_papers_tables(trained):
 
 def test_pairing_follows_seen_and_unseen_reals(trained):
     cache, _, _ = trained
-    rows = [r for r in read_cache(cache) if r.split == "test"]
+    rows = read_cache(cache).split("test")
     assert real_pairing(rows) == {"GenA": "Real", "GenB": "Real", "GenU": "RealU"}
 
 
@@ -94,3 +95,63 @@ def test_model_and_cache_class_mismatch_is_a_clear_error(trained, tmp_path):
         w.writerows(rows)
     with pytest.raises(DataError, match="which this model calls 'Real'"):
         evaluate_model(model_dir, other, tmp_path / "t")
+
+
+def test_validation_reports_the_numbers_evaluate_prints_on_that_split(tmp_path):
+    """Training's validation and `evaluate --split val` share one prediction loop and one metrics module."""
+    import numpy as np
+    import torch
+
+    from gazeclip_cli.core.data.cache import CacheDataset
+    from gazeclip_cli.core.model.folder import load_model_folder
+
+    cache = make_cache(tmp_path / "cache", {"train": 2, "val": 4}, unseen_val=4)
+
+    def confident(model):  # saturated softmax: some top probabilities pass tau = 0.9
+        with torch.no_grad():
+            model.attribution_expert.weight.mul_(30.0)
+
+    run = RunConfig(architecture="tiny-test", workers=0, device="cpu", batch_size=6, epochs=1, lr=1e-6)
+    result = train(run, cache, tmp_path / "run", prepare_model=confident)
+    logged = result.history[0]
+    report = evaluate_model(result.model_dir, cache, tmp_path / "tables", split="val", batch_size=5).report
+    assert {"seen", "unseen"} == {s.kind for s in report.sets}
+    assert logged["val_seen_open_set_acc"] == report.seen_average.open_set_acc
+    assert logged["val_unseen_open_set_acc"] == report.unseen_average.open_set_acc
+    assert logged["val_seen_closed_set_acc"] == report.seen_average.closed_set_acc
+    for key, value in report.averages().items():
+        assert logged[f"val_{key}"] == pytest.approx(value, abs=1e-9), key
+    # The open-set ACC by hand: per set, seen rows right with top >= 0.9, unseen rows below it.
+    rows = read_cache(cache).split("val")
+    model = load_model_folder(result.model_dir).model.eval()
+    data = CacheDataset(rows, 64)
+    with torch.no_grad():
+        out = model(
+            torch.stack([data[i]["image"] for i in range(len(data))]),
+            gaze=torch.stack([data[i]["gaze"] for i in range(len(data))]),
+        )
+    probs = out.attribution_logits.softmax(-1).numpy()
+    per_set: dict[tuple[str, bool], list[bool]] = {}
+    for r, p in zip(rows, probs, strict=True):
+        right = (p.argmax() == r.dfa and p.max() >= 0.9) if r.dfa >= 0 else p.max() < 0.9
+        per_set.setdefault((r.generator, r.dfa >= 0), []).append(bool(right))
+    by_hand = {
+        kind: np.mean([np.mean(v) for (_, seen), v in per_set.items() if seen == (kind == "seen")])
+        for kind in ("seen", "unseen")
+    }
+    assert logged["val_seen_open_set_acc"] == pytest.approx(by_hand["seen"])
+    assert logged["val_unseen_open_set_acc"] == pytest.approx(by_hand["unseen"])
+    # The rule validation had before (all rows pooled, every unseen row wrong) gives another number.
+    labels = np.array([r.dfa for r in rows])
+    pooled = np.mean((probs.argmax(1) == labels) & (probs.max(1) >= 0.9))
+    assert pooled != pytest.approx(logged["val_seen_open_set_acc"])
+
+
+def test_a_val_metric_the_val_split_cannot_give_is_refused(tiny_cache, tmp_path):
+    from gazeclip_cli.core.errors import ConfigError
+
+    run = RunConfig(architecture="tiny-test", workers=0, device="cpu", val_metric="val_unseen_open_set_acc")
+    with pytest.raises(ConfigError, match="has no unseen sets"):
+        train(run, tiny_cache, tmp_path / "run")
+    with pytest.raises(ValueError, match="did you mean 'val_seen_closed_set_acc'"):
+        RunConfig(val_metric="val_closed_set_acc")

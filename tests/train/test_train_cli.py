@@ -11,10 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from gazeclip_cli.cli.app import app
+from gazeclip_cli.core.data.cache import CacheDataset, read_cache
+from gazeclip_cli.core.evaluate.predictions import evaluate_rows, predict_dataset
 from gazeclip_cli.core.model.folder import load_model_folder
-from gazeclip_cli.core.train.dataset import CacheDataset, read_cache
-from gazeclip_cli.core.train.distributed import DistContext
-from gazeclip_cli.core.train.trainer import predict, validation_metrics
 
 runner = CliRunner()
 ARGS = ["--architecture", "tiny-test", "--workers", "0", "--device", "cpu", "--batch-size", "4", "-q"]
@@ -83,7 +82,10 @@ def test_two_process_torchrun_metrics_equal_one_process(tiny_cache, tmp_path):
     logged = epochs[0]
     # the same model evaluated by one process gives the same validation metrics
     model = load_model_folder(out / "model").model
-    val = CacheDataset([r for r in read_cache(tiny_cache) if r.split == "val"], 64)
-    single = validation_metrics(predict(model, val, model.pixel_mean.device, 4, 0, DistContext()), val)
-    for key, value in single.items():
-        assert logged[key] == pytest.approx(value, abs=1e-6), key
+    rows = read_cache(tiny_cache).split("val")
+    single = evaluate_rows(rows, *predict_dataset(model, CacheDataset(rows, 64), model.pixel_mean.device, 4))
+    assert single.averages() and {f"val_{k}" for k in single.averages()} == {
+        k for k in logged if k.startswith("val_")
+    }
+    for key, value in single.averages().items():
+        assert logged[f"val_{key}"] == pytest.approx(value, abs=1e-6), key

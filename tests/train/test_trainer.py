@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from gazeclip_cli.core.data.cache import CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.errors import DataError, GazeclipError
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.folder import load_model_folder
 from gazeclip_cli.core.model.loss import gazeclip_loss
-from gazeclip_cli.core.train.dataset import CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.train.run_config import RunConfig, load_run_config, model_config
 from gazeclip_cli.core.train.trainer import TrainingInterrupted, epoch_order, train
 
@@ -20,7 +21,7 @@ TINY = dict(architecture="tiny-test", workers=0, device="cpu", batch_size=4, log
 
 
 def test_two_steps_lower_the_loss_on_a_fixed_batch(tiny_cache):
-    rows = [r for r in read_cache(tiny_cache) if r.split == "train"]
+    rows = read_cache(tiny_cache).split("train")
     run = RunConfig(**TINY)
     model = build_gazeclip(model_config(run, classes_of(rows)), WeightSources(pretrained=False))
     ds = CacheDataset(rows, 64)
@@ -53,7 +54,7 @@ def test_training_writes_a_model_folder_metrics_and_the_effective_config(tiny_ca
     epochs = [r for r in records if r["kind"] == "epoch"]
     steps = [r for r in records if r["kind"] == "step"]
     assert [e["epoch"] for e in epochs] == [0, 1] and len(steps) == 2 * 3  # 12 train rows / batch 4
-    assert {"val_closed_set_acc", "val_detection_auc", "train_loss"} <= set(epochs[0])
+    assert {"val_seen_closed_set_acc", "val_seen_detection_auc", "train_loss"} <= set(epochs[0])
     effective = (tmp_path / "run" / "run.toml").read_text()
     assert 'architecture = "tiny-test"' in effective and "[effective_model]" in effective
     loaded = load_model_folder(result.model_dir)
@@ -158,3 +159,37 @@ def test_cache_without_train_rows_is_a_clear_error(tmp_path):
         train(RunConfig(**TINY), cache, tmp_path / "run")
     with pytest.raises(DataError, match="run `gazeclip preprocess`"):
         train(RunConfig(**TINY), tmp_path / "nowhere", tmp_path / "run2")
+
+
+def test_cached_angles_are_used_only_when_the_models_estimator_made_them(tiny_cache, tmp_path):
+    from gazeclip_cli.core.data.cache import (
+        CacheSettings,
+        PreprocessSettings,
+        estimator_fingerprint,
+        write_settings,
+    )
+
+    model = build_gazeclip(model_config(RunConfig(**TINY), classes_of(read_cache(tiny_cache).split("train"))))
+    ours = estimator_fingerprint(model.gaze_encoder.estimator)  # the tiny model's (seed 0) estimator
+    seen = {}
+
+    def start(kind, info):
+        if kind == "start":
+            seen["gaze"] = info["gaze"]
+
+    run = RunConfig(**TINY, epochs=1, max_steps_per_epoch=1)
+    # Another estimator's angles are refused (tests/train/test_cached_gaze_check.py); without
+    # cached gaze the model's estimator reads the patches.
+    write_settings(tiny_cache, CacheSettings(PreprocessSettings(), "small-cnn", "0" * 16))
+    with pytest.raises(DataError, match="come from small-cnn"):
+        train(run, tiny_cache, tmp_path / "refused")
+    for fingerprint, expected in ((ours, "cached angles"), ("0" * 16, "patches")):
+        write_settings(tiny_cache, CacheSettings(PreprocessSettings(), "small-cnn", fingerprint))
+        out = tmp_path / expected.replace(" ", "-")
+        train(replace(run, use_cached_gaze=expected == "cached angles"), tiny_cache, out, progress=start)
+        assert seen["gaze"] == expected
+        meta = json.loads((out / "model" / "meta.json").read_text())
+        assert meta["preprocessing"]["cache"]["gaze_estimator"] == {
+            "name": "small-cnn",
+            "fingerprint": fingerprint,
+        }

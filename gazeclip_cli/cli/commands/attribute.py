@@ -40,7 +40,9 @@ def attribute_command(
     ),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face found, not only the largest."),
     aligned: bool = typer.Option(
-        False, "--aligned", help="Inputs already are aligned face crops: no face detection."
+        False,
+        "--aligned",
+        help="Inputs already are aligned face crops: no face detection (a model trained on aligned faces needs no flag).",
     ),
     fmt: str = typer.Option("text", "--format", help="text (tables) or json (stdout stays pure JSON)."),
     html_report: Path | None = typer.Option(
@@ -59,8 +61,8 @@ def attribute_command(
 
     settings = PredictorSettings(
         threshold=threshold,
-        faces="all" if all_faces else "largest",
-        face_mode="aligned" if aligned else "detect",
+        faces="all" if all_faces else None,  # None: the model folder's face policy
+        face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
     )
     predictor = Predictor(model, device=device, settings=settings)
     provenance = predictor.provenance({"command": "attribute"})

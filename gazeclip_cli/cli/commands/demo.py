@@ -45,8 +45,8 @@ def demo_command(
         elif kind == "epoch":
             output.info(
                 f"         epoch {info['epoch']}: loss {info['train_loss']:.3f}, "
-                f"val closed-set acc {info.get('val_closed_set_acc', float('nan')):.3f}, "
-                f"val detection AUC {info.get('val_detection_auc', float('nan')):.3f}"
+                f"val closed-set acc {info.get('val_seen_closed_set_acc', float('nan')):.3f}, "
+                f"val detection AUC {info.get('val_seen_detection_auc', float('nan')):.3f}"
             )
 
     result = run_demo(out, config, progress=report)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -59,6 +58,8 @@ def evaluate_command(
         efficiency=efficiency,
         weights=WeightSources(directory=weights_dir),
     )
+    if result.preprocessing_note:
+        output.warn(result.preprocessing_note)
     tables = list(result.written.tables) + (list(result.robustness.tables) if result.robustness else [])
     for table in tables:
         output.print_table(table.title, list(table.columns), [list(r) for r in table.rows])
@@ -79,7 +80,6 @@ def evaluate_command(
                 ]
             ],
         )
-        (out / "efficiency.json").write_text(json.dumps(e.as_dict(), indent=2) + "\n")
     output.out.print(f"tables written to {result.written.markdown.parent}")
 
 

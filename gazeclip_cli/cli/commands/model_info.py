@@ -9,7 +9,10 @@ from gazeclip_cli.cli import output
 
 def model_info_command(
     architecture: str = typer.Option(
-        "gazeclip-vit-b-32", "--architecture", "-a", help="Named architecture or a .toml path."
+        "gazeclip-vit-b-32",
+        "--architecture",
+        "-a",
+        help="Named architecture, timm:<model name>, or a .toml path.",
     ),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
@@ -19,12 +22,13 @@ def model_info_command(
     """
     if fmt not in ("table", "json"):
         raise typer.BadParameter("must be 'table' or 'json'", param_hint="--format")
-    from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+    from gazeclip_cli.core.model.builder import WeightSources, build_model
     from gazeclip_cli.core.model.config import load_architecture
-    from gazeclip_cli.core.model.info import PAPER_TABLE_VII, model_info
+    from gazeclip_cli.core.model.info import model_info
+    from gazeclip_cli.core.model.paper import paper_row
 
     cfg = load_architecture(architecture)
-    info = model_info(build_gazeclip(cfg, WeightSources(pretrained=False)))
+    info = model_info(build_model(cfg, WeightSources(pretrained=False)))
     if fmt == "json":
         output.print_json(info.as_dict())
         return
@@ -33,21 +37,26 @@ def model_info_command(
     rows.append(["total", info.total / m, info.trainable / m, (info.total - info.trainable) / m])
     output.print_table(f"{cfg.name}: parameters (M)", ["module", "total", "trainable", "frozen"], rows)
     g = 1e9
+    paths = [["test path" + (" (gaze estimator included)" if cfg.uses_gaze else ""), info.test_path_flops]]
+    if info.text_flops_per_prompt_set:
+        paths.append(["train path (+ LRE, one prompt set)", info.train_path_flops])
     output.print_table(
-        "per image",
+        f"per image at {cfg.image_size} x {cfg.image_size}",
         ["path", "GFLOPs", "GMACs"],
-        [
-            [
-                "test (VPE + GIE, gaze estimator included)",
-                info.test_path_flops / g,
-                info.test_path_flops / 2 / g,
-            ],
-            ["train (+ LRE, one prompt set)", info.train_path_flops / g, info.train_path_flops / 2 / g],
-        ],
+        [[label, flops / g, flops / 2 / g] for label, flops in paths],
+    )
+    row = paper_row(cfg.name)
+    if row is None:
+        output.out.print("The paper reports no row for this architecture.")
+        return
+    seconds = f", {row.seconds_per_image} s per image on an A100" if row.seconds_per_image else ""
+    output.print_table(
+        f"ours beside the paper's Table {row.table} ({row.method})",
+        ["", "params (M)", "G (paper's FLOPs = MACs)"],
+        [["paper", row.params_m, row.gflops], ["ours", info.total / m, info.test_path_flops / 2 / g]],
     )
     output.out.print(
-        f"Paper, Table VII: {PAPER_TABLE_VII['params_m']:.2f} M parameters, {PAPER_TABLE_VII['gflops']:.2f} GFLOPs, "
-        f"{PAPER_TABLE_VII['seconds_per_image_a100']} s per image on an A100. Why ours differs: README, 'model-info'."
+        f"Paper{seconds}. Why ours differs: docs/DECISIONS.md, 'Baselines' (README, 'model-info', for GazeCLIP)."
     )
 
 

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import engine_options, output
 from gazeclip_cli.core.errors import InputError
 
 if TYPE_CHECKING:
@@ -63,12 +63,19 @@ def preprocess_command(
     gaze_estimator: str | None = typer.Option(
         None,
         "--gaze-estimator",
-        help="Also store (pitch, yaw) from this frozen estimator (eth-xgaze), so training never runs it again.",
+        help=(
+            "Also store (pitch, yaw) from this frozen estimator (eth-xgaze, puregaze, l2cs-gaze360, small-cnn), "
+            "so training never runs it again."
+        ),
     ),
     gaze_weights: Path | None = typer.Option(
         None, "--gaze-weights", help="The estimator's weight file (default: found in the weights folder)."
     ),
     weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Pretrained weights folder."),
+    engine: str = engine_options.engine_option(),
+    address: str | None = engine_options.address_option(),
+    actors: int = engine_options.actors_option(),
+    cpus_per_task: int = engine_options.cpus_per_task_option(),
     fmt: str = typer.Option("table", "--format", help="Summary as a table or as json."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
@@ -79,6 +86,9 @@ def preprocess_command(
 
     if fmt not in ("table", "json"):
         raise InputError(f"--format {fmt}: choose table or json")
+    # With Ray, files are read, hashed and decoded here (--workers threads) and every batch is
+    # detected, prepared and estimated by the cluster's workers (docs/SCALE-OUT.md).
+    ray = engine_options.ray_options(engine, address, actors, cpus_per_task, device, local_flags=[])
     if frames_per_video is not None and frame_stride is not None:
         raise InputError("--frames-per-video and --frame-stride exclude each other; give one")
     settings = PreprocessSettings(
@@ -88,15 +98,21 @@ def preprocess_command(
         frame_stride=frame_stride,
         camera=None if camera is None else load_camera(camera),
     )
-    kwargs = {"settings": settings, "device": device, "workers": workers, "batch_size": batch_size}
+    kwargs = {
+        "settings": settings,
+        "device": device,
+        "workers": workers,
+        "batch_size": batch_size,
+        "ray": ray,
+    }
     if gaze_estimator is not None:
         from gazeclip_cli.core.model.builder import WeightSources, build_frozen_gaze_estimator
-        from gazeclip_cli.core.model.gaze_estimator import GazeEstimatorConfig
+        from gazeclip_cli.core.model.gaze_estimator import estimator_config
 
-        overrides = {gaze_estimator: gaze_weights} if gaze_weights else {}
+        cfg = estimator_config(gaze_estimator)
+        overrides = {cfg.weights: gaze_weights} if gaze_weights else {}
         estimator, _ = build_frozen_gaze_estimator(
-            GazeEstimatorConfig(name=gaze_estimator, weights=gaze_estimator),
-            WeightSources(directory=weights_dir, overrides=overrides),
+            cfg, WeightSources(directory=weights_dir, overrides=overrides)
         )
         kwargs["gaze_estimator"] = estimator
     try:

@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import engine_options, output
 from gazeclip_cli.cli.commands.attribute import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -76,7 +76,9 @@ def scan_command(
     ),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face found, not only the largest."),
     aligned: bool = typer.Option(
-        False, "--aligned", help="Inputs already are aligned face crops: no detection."
+        False,
+        "--aligned",
+        help="Inputs already are aligned face crops: no detection (a model trained on aligned faces needs no flag).",
     ),
     threads: int = typer.Option(
         0,
@@ -86,6 +88,10 @@ def scan_command(
     ),
     video_frames: int = typer.Option(8, "--video-frames", help="Frames sampled evenly from each video."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    engine: str = engine_options.engine_option(),
+    address: str | None = engine_options.address_option(),
+    actors: int = engine_options.actors_option(),
+    cpus_per_task: int = engine_options.cpus_per_task_option(),
     fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit with 3 when any fake is found."),
     fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit with 4 when any file failed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
@@ -95,20 +101,26 @@ def scan_command(
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
     from gazeclip_cli.core.inference.scan import scan
 
+    local_flags = [f for f, given in (("--workers", workers != -1), ("--threads", threads != 0)) if given]
+    ray = engine_options.ray_options(engine, address, actors, cpus_per_task, device, local_flags)
     settings = PredictorSettings(
         threshold=threshold,
-        faces="all" if all_faces else "largest",
-        face_mode="aligned" if aligned else "detect",
+        faces="all" if all_faces else None,  # None: the model folder's face policy
+        face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
         batch_size=batch_size,
         video_frames=video_frames,
     )
-    predictor = Predictor(model, device=device, settings=settings)
+    # With Ray the model runs in the cluster's workers; this process only needs its description.
+    predictor = Predictor(model, device="cpu" if ray else device, settings=settings)
     show_bar = not quiet and output.err.is_terminal
-    options = {
-        "resume": resume,
-        "workers": None if workers == -1 else workers,  # other negatives: the core says why not
-        "model_threads": None if threads == 0 else threads,  # negatives: the core says why not
-    }
+    options: dict = {"resume": resume}
+    if ray is not None:
+        from gazeclip_cli.core.inference.scan_ray import RayScanEngine
+
+        options["engine"] = RayScanEngine(ray)
+    else:
+        options["workers"] = None if workers == -1 else workers  # other negatives: the core says why not
+        options["model_threads"] = None if threads == 0 else threads  # negatives: the core says why not
     try:
         if show_bar:
             summary = _scan_with_bar(predictor, dirs, out, options)

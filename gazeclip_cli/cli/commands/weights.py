@@ -12,7 +12,9 @@ from gazeclip_cli.core.weights.locate import (
     KNOWN_WEIGHTS,
     find_weight,
     missing_message,
+    present_timm_weights,
     sha256_file,
+    weight_spec,
     weights_dir,
 )
 
@@ -36,7 +38,9 @@ def weights_status(
         return
     folder = weights_dir(directory)
     rows = []
-    for name, spec in KNOWN_WEIGHTS.items():
+    names = list(KNOWN_WEIGHTS) + [n for n in present_timm_weights(folder) if n not in KNOWN_WEIGHTS]
+    for name in names:
+        spec = weight_spec(name)
         path = find_weight(name, folder)
         rows.append(
             {
@@ -46,6 +50,7 @@ def weights_status(
                 "size_mb": round(path.stat().st_size / 1e6, 1) if path else None,
                 "sha256": sha256_file(path) if path else None,
                 "description": spec.description,
+                "source": spec.source,
                 "missing": None if path else missing_message(name, folder),
             }
         )
@@ -54,7 +59,7 @@ def weights_status(
         return
     output.print_table(
         f"weights in {folder}",
-        ["name", "status", "size (MB)", "sha256", "what"],
+        ["name", "status", "size (MB)", "sha256", "what", "from"],
         [
             [
                 r["name"],
@@ -62,6 +67,7 @@ def weights_status(
                 r["size_mb"],
                 (r["sha256"] or "")[:16],
                 r["description"],
+                r["source"],
             ]
             for r in rows
         ],
@@ -73,12 +79,17 @@ def weights_status(
 
 @weights_app.command("fetch")
 def weights_fetch(
-    names: list[str] = typer.Argument(None, help="Weights to fetch (default: all)."),
+    names: list[str] = typer.Argument(
+        None,
+        help="Weights (timm-<model>.<tag> for any timm backbone) or architectures (their weights); default: all known.",
+    ),
     directory: Path | None = WEIGHTS_DIR_OPTION,
 ) -> None:
-    """Download CLIP weights through open_clip (needs internet); say how to get ETH-XGaze's by hand."""
+    """Download CLIP (open_clip) and timm backbone weights (needs internet); say how to get the gaze estimators' by hand."""
+    from gazeclip_cli.core.model.builder import resolve_weight_names
+
     folder = weights_dir(directory)
-    for name in names or list(KNOWN_WEIGHTS):
+    for name in resolve_weight_names(names) if names else list(KNOWN_WEIGHTS):
         result = fetch_weight(name, folder)
         if result.path:
             output.out.print(f"{name}: {result.instructions} -> {result.path} (sha256 {result.sha256})")

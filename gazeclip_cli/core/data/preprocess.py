@@ -1,53 +1,24 @@
 """Preprocessing: a manifest (or a folder) of images and videos -> the cache ``train`` and ``evaluate`` read.
 
-For every input image, and every sampled frame of every input video: find the face
-(batched MTCNN, or the whole image in aligned mode), cut the 256 x 256 crop the network
-reads, ETH-XGaze-normalise the 224 x 224 gaze patch and, when a gaze estimator is given,
-store its (pitch, yaw) so training never runs the frozen estimator again.
-
-Output folder (paths inside the CSV files are relative to it):
-
-* ``preprocessed.csv``: the manifest columns, then ``sample_id``, ``crop_path``,
-  ``patch_path``, ``gaze_pitch``, ``gaze_yaw``, ``face_box``, ``face_score``; one row per
-  face, in input order (docs/ARCHITECTURE.md). ``path`` is the source file relative to
-  the output folder; video frames keep their video id and frame index.
-* ``crops/<id[:2]>/<id>.png`` and ``patches/<id[:2]>/<id>.png``: lossless RGB PNGs.
-* ``failures.csv`` (``path``, ``reason``): every input row, frame or face that produced no
-  sample, with the reason. Nothing disappears: each input row ends up in one of the two files.
-* ``.state/``: the cache's own bookkeeping: ``samples.csv`` (every sample ever computed in
-  this folder, appended and flushed as it completes), ``failed.csv`` (samples known to
-  yield no face), ``hashes.csv`` (content hashes by path, size and mtime, so unchanged
-  files are not even re-read), ``cache.json`` and a lock file.
-
-Cache. A sample's id hashes the file's content, the frame index, the face index and
-every setting that changes the crop or the patch, so re-running does only new work: a
-second run over the same input decodes nothing. A run that stops half-way (an error, a
-kill, Ctrl-C) loses nothing it completed; the next run skips those samples and rewrites
-``preprocessed.csv`` and ``failures.csv`` complete and without duplicates. Two rows with
-identical content (the same file twice, or one image under two names) give one sample;
-the second is reported in ``failures.csv`` as a duplicate, since it would leak between
-splits. Gaze angles are recomputed from the stored patches, without new detection, when
-a different estimator is given.
-
-Work is split between decoding threads (file reading, hashing, image and video decoding:
-``workers``) and the calling thread, which runs face detection on batches of same-size
-images, the geometry, the estimator and the writes.
+This module schedules the run: decoding threads read, hash and decode files (``workers``);
+the calling thread detects faces on batches of same-size images, prepares each face
+(:mod:`~gazeclip_cli.core.data.face_prep`), runs the estimator and writes. What is written,
+and how a re-run reuses it, is the cache contract (:mod:`~gazeclip_cli.core.data.cache`,
+docs/DATA.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,21 +28,33 @@ import cv2
 import numpy as np
 import torch
 
-from gazeclip_cli.core.data.faces import (
-    CROP_MARGIN,
-    CROP_SIZE,
-    FACE_POLICIES,
-    Face,
-    FaceDetector,
-    aligned_face,
-    crop_box,
-    crop_square,
-    select_faces,
+from gazeclip_cli.core.data.cache import (
+    CACHE_VERSION,
+    FAILED_COLUMNS,
+    FAILURE_COLUMNS,
+    FAILURES_FILE,
+    HASH_COLUMNS,
+    PREPROCESSED_COLUMNS,
+    PREPROCESSED_FILE,
+    SAMPLE_COLUMNS,
+    STATE_DIR,
+    Appender,
+    CacheSettings,
+    PreprocessSettings,
+    crop_path,
+    encode_png,
+    estimator_fingerprint,
+    estimator_name,
+    patch_path,
+    read_csv,
+    write_csv,
+    write_png,
+    write_settings,
 )
+from gazeclip_cli.core.data.face_prep import FacePreparer
+from gazeclip_cli.core.data.faces import FaceDetector
 from gazeclip_cli.core.data.frame_sampling import frame_indices
-from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings, normalise_face
 from gazeclip_cli.core.data.images import (
-    MAX_PIXELS,
     check_image_file,
     check_readable_file,
     count_video_frames,
@@ -83,102 +66,14 @@ from gazeclip_cli.core.data.images import (
     read_file_bytes,
 )
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS, read_manifest
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, DataError, InputError
+from gazeclip_cli.core.ray_engine import RayOptions
 
-CACHE_VERSION = 1
-PREPROCESSED_FILE = "preprocessed.csv"
-FAILURES_FILE = "failures.csv"
-STATE_DIR = ".state"
-PREPROCESSED_COLUMNS: tuple[str, ...] = (
-    *MANIFEST_COLUMNS,
-    "sample_id",
-    "crop_path",
-    "patch_path",
-    "gaze_pitch",
-    "gaze_yaw",
-    "face_box",
-    "face_score",
-)
-FAILURE_COLUMNS = ("path", "reason")
-DEFAULT_FRAMES_PER_VIDEO = 10
+__all__ = ["PreprocessProgress", "PreprocessSettings", "PreprocessSummary", "preprocess", "read_inputs"]
+
 # Failure kinds counted in the summary.
-FAILURE_KINDS = ("unreadable", "no_face", "head_pose", "duplicate", "missing_frame")
-
-_SAMPLE_COLUMNS = (
-    "sample_id",
-    "crop_path",
-    "patch_path",
-    "gaze_pitch",
-    "gaze_yaw",
-    "gaze_estimator",
-    "face_box",
-    "face_score",
-)
-_FAILED_COLUMNS = ("sample_id", "kind", "reason")
-_HASH_COLUMNS = ("path", "size", "mtime_ns", "sha256")
-
-
-@dataclass(frozen=True)
-class PreprocessSettings:
-    """Everything that decides what ``preprocess`` produces; all but video sampling enter the cache key."""
-
-    aligned: bool = False  # inputs are aligned face crops: no detection, template landmarks
-    face_policy: str = "largest"  # largest, score or all (see gazeclip_cli.core.data.faces)
-    crop_size: int = CROP_SIZE  # side of the network's input crop
-    crop_margin: float = CROP_MARGIN  # crop side = longer face-box side * (1 + 2 * margin)
-    patch: NormalisationSettings = NormalisationSettings()  # the ETH-XGaze virtual camera
-    camera: CameraIntrinsics | None = None  # None: focal = image width, centre = image centre
-    frames_per_video: int | None = None  # N frames evenly per video (default 10 when no stride)
-    frame_stride: int | None = None  # or every K-th frame
-    min_face_size: int = 20  # MTCNN's smallest face, pixels
-    aligned_template: tuple[tuple[float, float], ...] | None = (
-        None  # 5 landmarks; None = faces.aligned_template
-    )
-    template_size: int = CROP_SIZE  # side of the square the template is given for
-    max_pixels: int = MAX_PIXELS  # larger images are refused before decoding
-
-    def __post_init__(self) -> None:
-        if self.face_policy not in FACE_POLICIES:
-            raise ConfigError(f"unknown face policy '{self.face_policy}' (known: {', '.join(FACE_POLICIES)})")
-        if self.frames_per_video is not None and self.frame_stride is not None:
-            raise ConfigError("give either frames per video or a frame stride, not both")
-        if self.frames_per_video is not None and self.frames_per_video < 1:
-            raise ConfigError(f"frames per video must be at least 1, got {self.frames_per_video}")
-        if self.frame_stride is not None and self.frame_stride < 1:
-            raise ConfigError(f"frame stride must be at least 1, got {self.frame_stride}")
-        if self.crop_size < 8 or self.patch.size < 8:
-            raise ConfigError("crop and patch sizes must be at least 8 pixels")
-        if not 0 <= self.crop_margin <= 2:
-            raise ConfigError(f"crop margin must be between 0 and 2, got {self.crop_margin}")
-        if self.aligned_template is not None and np.asarray(self.aligned_template).shape != (5, 2):
-            raise ConfigError("an aligned template needs 5 (x, y) landmarks")
-
-    def video_sampling(self) -> dict[str, int | None]:
-        """Keyword arguments for :func:`~gazeclip_cli.core.data.images.frame_indices`."""
-        if self.frame_stride is not None:
-            return {"frames_per_video": None, "frame_stride": self.frame_stride}
-        return {"frames_per_video": self.frames_per_video or DEFAULT_FRAMES_PER_VIDEO, "frame_stride": None}
-
-    def cache_key(self) -> str:
-        """Hash of the settings that change a sample's crop or patch."""
-        key: dict[str, Any] = {
-            "version": CACHE_VERSION,
-            "aligned": self.aligned,
-            "crop_size": self.crop_size,
-            "crop_margin": self.crop_margin,
-            "patch": dataclasses.asdict(self.patch),
-            "camera": None if self.camera is None else dataclasses.asdict(self.camera),
-            "max_pixels": self.max_pixels,  # decides which images are refused, a cached failure
-        }
-        if self.aligned:
-            key["template"] = (
-                None if self.aligned_template is None else [list(p) for p in self.aligned_template]
-            )
-            key["template_size"] = self.template_size
-        else:
-            key["face_policy"] = self.face_policy
-            key["min_face_size"] = self.min_face_size
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+FAILURE_KINDS = ("unreadable", "no_face", "head_pose", "duplicate", "missing_frame", "worker_crash")
 
 
 @dataclass(frozen=True)
@@ -289,81 +184,6 @@ def _read_folder(folder: Path, out_dir: Path | None) -> tuple[list[InputRow], in
     return rows, ignored
 
 
-# --- the cache's files ----------------------------------------------------------------------------
-
-
-def _read_csv(path: Path, columns: Sequence[str]) -> Iterator[dict[str, str]]:
-    """Rows of one of our own CSV files; a torn last line (a kill mid-write) is skipped."""
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or tuple(header) != tuple(columns):
-            return
-        for fields in reader:
-            if len(fields) == len(columns) and fields[0]:
-                yield dict(zip(columns, fields, strict=True))
-
-
-class _Appender:
-    """A CSV file we append to and flush row by row, so a kill loses at most the row in flight."""
-
-    def __init__(self, path: Path, columns: Sequence[str], *, truncate: bool) -> None:
-        self.path = path
-        self.columns = tuple(columns)
-        exists = path.is_file() and path.stat().st_size > 0
-        if exists and not truncate:
-            with open(path, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                torn = fh.read(1) != b"\n"
-            if torn or _read_header(path) != self.columns:
-                # Rewrite without the torn line (or the wrong header) before appending.
-                rows = list(_read_csv(path, columns))
-                _write_csv(path, columns, rows)
-        self.fh = open(path, "w" if truncate else "a", encoding="utf-8", errors="surrogateescape", newline="")
-        self.writer = csv.writer(self.fh, lineterminator="\n")
-        if truncate or not exists:
-            self.writer.writerow(self.columns)
-            self.fh.flush()
-
-    def write(self, rows: Sequence[dict[str, str]]) -> None:
-        if rows:
-            # One write() per batch: a kill leaves whole rows or a torn last line, never interleaving.
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows([[r[c] for c in self.columns] for r in rows])
-            self.fh.write(buf.getvalue())
-            self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def _read_header(path: Path) -> tuple[str, ...]:
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        return tuple(next(csv.reader(fh), ()))
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
-    """Write a whole CSV file atomically (temporary name, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[r[c] for c in columns] for r in rows])
-    os.replace(tmp, path)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise DataError(f"{path}: cannot encode PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def _locked(state: Path) -> Iterator[None]:
     """Refuse to run two preprocessing jobs on one output folder at the same time."""
@@ -384,15 +204,6 @@ def _locked(state: Path) -> Iterator[None]:
         yield
     finally:
         fh.close()
-
-
-def estimator_fingerprint(estimator: torch.nn.Module) -> str:
-    """Identity of a gaze estimator: its class and a hash of its weights and buffers."""
-    h = hashlib.sha256(f"{type(estimator).__module__}.{type(estimator).__qualname__}".encode())
-    for name, tensor in sorted(estimator.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # --- work units -----------------------------------------------------------------------------------
@@ -432,6 +243,81 @@ class _VideoJob:
     messages: queue.Queue[tuple[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=8))
 
 
+@dataclass(frozen=True)
+class FaceResult:
+    """What one face of an image became: a sample (its PNGs and metadata) or a failure."""
+
+    face: int  # index under the face policy (0 for "no face found")
+    kind: str  # "sample", or the failure's kind (no_face, head_pose, worker_crash)
+    reason: str = ""  # a failure's reason, without the file name
+    crop_png: bytes = b""  # the sample's crop, PNG
+    patch_png: bytes = b""  # its normalised gaze patch, PNG
+    box: tuple[float, float, float, float] | None = None  # x0 y0 x1 y1 of the face in the image
+    score: float | None = None  # MTCNN's probability; None in aligned mode
+    gaze: tuple[float, float] | None = None  # (pitch, yaw) when an estimator ran
+
+
+def prepare_faces(
+    preparer: FacePreparer,
+    detector: FaceDetector | None,
+    estimator: torch.nn.Module | None,
+    images: list[np.ndarray],
+    batch_size: int,
+) -> list[list[FaceResult]]:
+    """The heavy part of a batch of same-size images, with no cache state: its faces' results per image.
+
+    Detection of all the images at once, then each face's crop and gaze patch, the estimator
+    over the patches (``batch_size`` per pass) and the PNG encoding. ``preprocess`` runs it
+    in its own thread, the Ray engine in its workers.
+    """
+    found = preparer.find_faces(images, detector, len(images))
+    per_image: list[list[FaceResult]] = []
+    made: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (image, slot, crop, patch)
+    for i, (image, faces) in enumerate(zip(images, found, strict=True)):
+        results: list[FaceResult] = []
+        if not faces:
+            results.append(FaceResult(0, "no_face", "no face found"))
+        for k, face in enumerate(faces):
+            try:
+                inputs = preparer.prepare(image, face)
+            except InputError as exc:
+                reason = (f"face {k + 1} of {len(faces)}: " if len(faces) > 1 else "") + str(exc)
+                results.append(FaceResult(k, "head_pose", reason))
+                continue
+            assert inputs.patch is not None
+            made.append((i, len(results), inputs.crop, inputs.patch))
+            results.append(FaceResult(k, "sample", box=inputs.box, score=inputs.score))
+        per_image.append(results)
+    gaze = (
+        estimate_gaze(estimator, [m[3] for m in made], batch_size) if estimator is not None and made else None
+    )
+    for j, (i, slot, crop, patch) in enumerate(made):
+        per_image[i][slot] = dataclasses.replace(
+            per_image[i][slot],
+            crop_png=encode_png(crop),
+            patch_png=encode_png(patch),
+            gaze=None if gaze is None else (float(gaze[j, 0]), float(gaze[j, 1])),
+        )
+    return per_image
+
+
+@torch.inference_mode()
+def estimate_gaze(estimator: torch.nn.Module, patches: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """(N, 2) pitch and yaw from (224, 224, 3) uint8 patches, in eval mode, ``batch_size`` per pass."""
+    device = next(iter(estimator.parameters()), torch.empty(0)).device
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        out = []
+        for start in range(0, len(patches), batch_size):
+            chunk = np.stack(patches[start : start + batch_size])  # (B, 224, 224, 3)
+            x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224)
+            out.append(estimator(x).float().cpu().numpy())  # (B, 2)
+        return np.concatenate(out)
+    finally:
+        estimator.train(was_training)
+
+
 class _Run:
     """One preprocessing run over a list of input rows (see :func:`preprocess`)."""
 
@@ -457,16 +343,14 @@ class _Run:
         self.batch_size = max(1, batch_size)
         self.progress = progress
         self.settings_key = settings.cache_key()
-        self.camera = None if settings.camera is None else settings.camera.matrix()
-        self.template = (
-            None if settings.aligned_template is None else np.asarray(settings.aligned_template, float)
-        )
+        self.preparer = FacePreparer(settings)
         self.stop = threading.Event()
 
         self.samples: dict[str, dict[str, str]] = {}  # journal: sample id -> sample record
         self.failed: dict[str, dict[str, str]] = {}  # sample id -> kind, reason
         self.hashes: dict[tuple[str, int, int], str] = {}
-        self.last_estimator = ""
+        self.last_estimator = ""  # fingerprint of the estimator a previous run used
+        self.last_estimator_name = ""
         # Per row: its units' frames in order, and what each resolved to.
         self.units_of: dict[int, list[int | None]] = {}
         self.results: dict[tuple[int, int | None], list[tuple[str, dict[str, str]]]] = {}
@@ -480,7 +364,7 @@ class _Run:
     # -- cache state ------------------------------------------------------------------------------
 
     def load_state(self) -> None:
-        for rec in _read_csv(self.state / "samples.csv", _SAMPLE_COLUMNS):
+        for rec in read_csv(self.state / "samples.csv", SAMPLE_COLUMNS):
             self.samples[rec["sample_id"]] = rec
         # A sample counts only if both its images are still there.
         self.samples = {
@@ -488,13 +372,21 @@ class _Run:
             for k, r in self.samples.items()
             if (self.out / r["crop_path"]).is_file() and (self.out / r["patch_path"]).is_file()
         }
-        for rec in _read_csv(self.state / "failed.csv", _FAILED_COLUMNS):
+        for rec in read_csv(self.state / "failed.csv", FAILED_COLUMNS):
             self.failed[rec["sample_id"]] = rec
-        for rec in _read_csv(self.state / "hashes.csv", _HASH_COLUMNS):
+        for rec in read_csv(self.state / "hashes.csv", HASH_COLUMNS):
             with contextlib.suppress(ValueError):
                 self.hashes[(rec["path"], int(rec["size"]), int(rec["mtime_ns"]))] = rec["sha256"]
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            self.last_estimator = json.loads((self.state / "cache.json").read_text())["gaze_estimator"] or ""
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            info = json.loads((self.state / "cache.json").read_text())
+            self.last_estimator = info["gaze_estimator"] or ""
+            self.last_estimator_name = info.get("gaze_estimator_name") or ""
+
+    def record(self) -> CacheSettings:
+        """The settings record of this run's ``preprocessed.csv``: its settings and the estimator of its angles."""
+        if self.estimator is not None:
+            return CacheSettings(self.settings, estimator_name(self.estimator), self.estimator_id)
+        return CacheSettings(self.settings, self.last_estimator_name, self.last_estimator)
 
     def cached(self, unit: _Unit) -> bool:
         sid = unit.sample_id(0)
@@ -699,93 +591,60 @@ class _Run:
         for shape in list(self.buckets):
             self.process(self.buckets.pop(shape))
 
-    def faces_of(self, units: list[_Unit]) -> list[list[Face]]:
-        images = [u.image for u in units]
-        if self.settings.aligned:
-            return [[aligned_face(img, self.template, self.settings.template_size)] for img in images]  # type: ignore[arg-type]
-        assert self.detector is not None
-        found = self.detector.detect(images, batch_size=len(images))  # type: ignore[arg-type]
-        return [select_faces(f, self.settings.face_policy) for f in found]  # type: ignore[arg-type]
-
     def process(self, units: list[_Unit]) -> None:
         """Detect, crop, normalise, estimate gaze and write one batch of same-size images."""
-        made: list[tuple[_Unit, str, Face, np.ndarray, np.ndarray]] = []
-        entries: dict[int, list[tuple[str, dict[str, str]]]] = {id(u): [] for u in units}
+        images = [u.image for u in units]
+        for unit in units:
+            unit.image = None  # released once the batch is done
+        self.store(
+            units, prepare_faces(self.preparer, self.detector, self.estimator, images, self.batch_size)
+        )  # type: ignore[arg-type]
+
+    def store(self, units: list[_Unit], results: list[list[FaceResult]]) -> None:
+        """Write a batch's samples (PNGs, then the journal), record its failures, resolve its units."""
+        records: list[dict[str, str]] = []
         new_failed: list[dict[str, str]] = []
-        for unit, faces in zip(units, self.faces_of(units), strict=True):
-            image = unit.image
-            assert image is not None
-            if not faces:
-                reason = "no face found"
-                entries[id(unit)].append(self.failure("no_face", unit.prefix() + reason))
-                new_failed.append({"sample_id": unit.sample_id(0), "kind": "no_face", "reason": reason})
-            for k, face in enumerate(faces):
-                sid = unit.sample_id(k)
-                try:
-                    norm = normalise_face(image, face.landmarks, self.camera, self.settings.patch)
-                except InputError as exc:
-                    reason = (f"face {k + 1} of {len(faces)}: " if len(faces) > 1 else "") + str(exc)
-                    entries[id(unit)].append(self.failure("head_pose", unit.prefix() + reason))
-                    new_failed.append({"sample_id": sid, "kind": "head_pose", "reason": reason})
+        entries: list[list[tuple[str, dict[str, str]]]] = []
+        for unit, faces in zip(units, results, strict=True):
+            entries.append([])
+            for r in faces:
+                sid = unit.sample_id(r.face)
+                if r.kind != "sample":
+                    entries[-1].append(self.failure(r.kind, unit.prefix() + r.reason))
+                    if r.kind != "worker_crash":  # the content's own failure: cached, not retried
+                        new_failed.append({"sample_id": sid, "kind": r.kind, "reason": r.reason})
                     continue
-                if self.settings.aligned:
-                    crop = crop_square(image, face.box, self.settings.crop_size)
-                else:
-                    crop = crop_square(
-                        image, crop_box(face.box, self.settings.crop_margin), self.settings.crop_size
-                    )
-                made.append((unit, sid, face, crop, norm.patch))
-                entries[id(unit)].append(("sample", {"sample_id": sid}))  # the record is made below
-            unit.image = None  # release the decoded image
-        gaze = self.run_estimator([m[4] for m in made]) if self.estimator is not None and made else None
-        records = []
-        for i, (_, sid, face, crop, patch) in enumerate(made):
-            crop_rel = f"crops/{sid[:2]}/{sid}.png"
-            patch_rel = f"patches/{sid[:2]}/{sid}.png"
-            _write_png(self.out / crop_rel, crop)
-            _write_png(self.out / patch_rel, patch)
-            rec = {
-                "sample_id": sid,
-                "crop_path": crop_rel,
-                "patch_path": patch_rel,
-                "gaze_pitch": "" if gaze is None else f"{gaze[i, 0]:.6f}",
-                "gaze_yaw": "" if gaze is None else f"{gaze[i, 1]:.6f}",
-                "gaze_estimator": "" if gaze is None else self.estimator_id,
-                "face_box": " ".join(f"{v:.2f}" for v in face.box),
-                "face_score": "" if face.score is None else f"{face.score:.6f}",
-            }
-            records.append(rec)
-            self.samples[sid] = rec
+                assert r.box is not None
+                crop_rel, patch_rel = crop_path(sid), patch_path(sid)
+                write_png(self.out / crop_rel, r.crop_png)
+                write_png(self.out / patch_rel, r.patch_png)
+                rec = {
+                    "sample_id": sid,
+                    "crop_path": crop_rel,
+                    "patch_path": patch_rel,
+                    "gaze_pitch": "" if r.gaze is None else f"{r.gaze[0]:.6f}",
+                    "gaze_yaw": "" if r.gaze is None else f"{r.gaze[1]:.6f}",
+                    "gaze_estimator": "" if r.gaze is None else self.estimator_id,
+                    "face_box": " ".join(f"{v:.2f}" for v in r.box),
+                    "face_score": "" if r.score is None else f"{r.score:.6f}",
+                }
+                records.append(rec)
+                self.samples[sid] = rec
+                entries[-1].append(("sample", rec))
         self.counts["new"] += len(records)
-        self.counts["gaze"] += 0 if gaze is None else len(records)
+        self.counts["gaze"] += sum(1 for rec in records if rec["gaze_estimator"])
         # The journal first: once a sample is there, a later run will not redo it.
         self.journal.write(records)
         self.failed_log.write(new_failed)
         for rec in new_failed:
             self.failed[rec["sample_id"]] = rec
-        for unit in units:
-            filled = [
-                (kind, self.samples[rec["sample_id"]] if kind == "sample" else rec)
-                for kind, rec in entries[id(unit)]
-            ]
+        for unit, filled in zip(units, entries, strict=True):
             self.resolve(unit.row, unit.frame, filled)
 
-    @torch.inference_mode()
     def run_estimator(self, patches: list[np.ndarray]) -> np.ndarray:
-        """(N, 2) pitch and yaw from (224, 224, 3) uint8 patches, in eval mode, batched."""
+        """(N, 2) pitch and yaw from (224, 224, 3) uint8 patches (:func:`estimate_gaze`)."""
         assert self.estimator is not None
-        device = next(iter(self.estimator.parameters()), torch.empty(0)).device
-        was_training = self.estimator.training
-        self.estimator.eval()
-        try:
-            out = []
-            for start in range(0, len(patches), self.batch_size):
-                chunk = np.stack(patches[start : start + self.batch_size])  # (B, 224, 224, 3)
-                x = torch.from_numpy(chunk).to(device).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224)
-                out.append(self.estimator(x).float().cpu().numpy())  # (B, 2)
-            return np.concatenate(out)
-        finally:
-            self.estimator.train(was_training)
+        return estimate_gaze(self.estimator, patches, self.batch_size)
 
     def backfill_gaze(self) -> None:
         """Gaze for cached samples that have none (or another estimator's), from their stored patches."""
@@ -815,11 +674,13 @@ class _Run:
         self.state.mkdir(parents=True, exist_ok=True)
         with _locked(self.state):
             self.load_state()
-            self.journal = _Appender(self.state / "samples.csv", _SAMPLE_COLUMNS, truncate=False)
-            self.failed_log = _Appender(self.state / "failed.csv", _FAILED_COLUMNS, truncate=False)
-            self.hash_log = _Appender(self.state / "hashes.csv", _HASH_COLUMNS, truncate=False)
-            self.preprocessed = _Appender(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, truncate=True)
-            self.failures = _Appender(self.out / FAILURES_FILE, FAILURE_COLUMNS, truncate=True)
+            # The record first: preprocessed.csv is rewritten from here on, also if the run stops.
+            write_settings(self.out, self.record())
+            self.journal = Appender(self.state / "samples.csv", SAMPLE_COLUMNS, truncate=False)
+            self.failed_log = Appender(self.state / "failed.csv", FAILED_COLUMNS, truncate=False)
+            self.hash_log = Appender(self.state / "hashes.csv", HASH_COLUMNS, truncate=False)
+            self.preprocessed = Appender(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, truncate=True)
+            self.failures = Appender(self.out / FAILURES_FILE, FAILURE_COLUMNS, truncate=True)
             pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="gazeclip-decode")
             try:
                 self.consume(pool)
@@ -964,16 +825,21 @@ class _Run:
                         out_rows.append(self.output_row(row, frame, self.samples[rec["sample_id"]]))
                     else:
                         fail_rows.append({"path": self.csv_path(row), "reason": rec["reason"]})
-        _write_csv(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, out_rows)
-        _write_csv(self.out / FAILURES_FILE, FAILURE_COLUMNS, fail_rows)
-        _write_csv(self.state / "samples.csv", _SAMPLE_COLUMNS, list(self.samples.values()))
-        _write_csv(self.state / "failed.csv", _FAILED_COLUMNS, list(self.failed.values()))
+        write_csv(self.out / PREPROCESSED_FILE, PREPROCESSED_COLUMNS, out_rows)
+        write_csv(self.out / FAILURES_FILE, FAILURE_COLUMNS, fail_rows)
+        write_csv(self.state / "samples.csv", SAMPLE_COLUMNS, list(self.samples.values()))
+        write_csv(self.state / "failed.csv", FAILED_COLUMNS, list(self.failed.values()))
         latest: dict[str, dict[str, str]] = {}  # one entry per file: the last one seen
         for (path, size, mtime), digest in self.hashes.items():
             latest[path] = {"path": path, "size": str(size), "mtime_ns": str(mtime), "sha256": digest}
-        _write_csv(self.state / "hashes.csv", _HASH_COLUMNS, list(latest.values()))
-        estimator = self.estimator_id or self.last_estimator
-        info = {"version": CACHE_VERSION, "settings": self.settings_key, "gaze_estimator": estimator or None}
+        write_csv(self.state / "hashes.csv", HASH_COLUMNS, list(latest.values()))
+        record = self.record()
+        info = {
+            "version": CACHE_VERSION,
+            "settings": self.settings_key,
+            "gaze_estimator": record.gaze_estimator_fingerprint or None,
+            "gaze_estimator_name": record.gaze_estimator or None,
+        }
         (self.state / "cache.json").write_text(json.dumps(info, indent=2) + "\n")
         return PreprocessSummary(
             out_dir=display_path(self.out),
@@ -1009,6 +875,7 @@ def preprocess(
     workers: int = 2,
     batch_size: int = 16,
     progress: ProgressCallback | None = None,
+    ray: RayOptions | None = None,
 ) -> PreprocessSummary:
     """Preprocess a manifest or a folder into ``out_dir`` (see the module docstring).
 
@@ -1025,6 +892,8 @@ def preprocess(
         workers: decoding threads.
         batch_size: images per detection batch (images of one size).
         progress: called after each finished input row.
+        ray: run each batch's detection, preparation and gaze estimation on a Ray cluster
+            (:mod:`~gazeclip_cli.core.data.preprocess_ray`; its device there is ``ray.device``).
 
     Returns:
         A :class:`PreprocessSummary`.
@@ -1033,15 +902,7 @@ def preprocess(
         DataError: the source is missing or malformed, the folder is in use, or a write fails.
         ConfigError: the settings do not fit the estimator.
     """
-    if isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise ConfigError(f"--device {device}: not a device (use cpu, cuda or cuda:N)") from None
-    else:
-        dev = device
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    dev = resolve_device(device) if ray is None else None  # with Ray: the workers' device, ray.device
     if gaze_estimator is not None and settings.patch.size != 224:
         raise ConfigError(
             f"the gaze estimator reads 224 x 224 patches; the patch size is {settings.patch.size}"
@@ -1052,8 +913,13 @@ def preprocess(
     except OSError as exc:
         raise DataError(f"{display_path(out)}: cannot create the output folder ({exc.strerror})") from None
     rows, ignored = read_inputs(source, out)
-    if detector is None and not settings.aligned:
-        detector = FaceDetector(dev, min_face_size=settings.min_face_size)
-    run = _Run(rows, out, settings, detector, gaze_estimator, workers, batch_size, progress)
-    summary = run.run()
+    if ray is not None:
+        from gazeclip_cli.core.data.preprocess_ray import RayRun
+
+        args = (rows, out, settings, None, gaze_estimator, workers, batch_size, progress)
+        summary = RayRun(*args, options=ray).run()
+    else:
+        if detector is None and not settings.aligned:
+            detector = FaceDetector(dev, min_face_size=settings.min_face_size)  # type: ignore[arg-type]
+        summary = _Run(rows, out, settings, detector, gaze_estimator, workers, batch_size, progress).run()
     return dataclasses.replace(summary, ignored_files=ignored)

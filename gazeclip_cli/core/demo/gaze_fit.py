@@ -7,10 +7,9 @@ ETH-XGaze ResNet-50: a (B, 3, 224, 224) patch in [0, 1] -> (B, 2) pitch and yaw 
 radians) on such renders, and reports its error on renders it never saw.
 
 What it is fitted on. Exactly the patch ``gazeclip preprocess --aligned`` makes of a
-render: :func:`gazeclip_cli.core.data.faces.aligned_face` (the template landmarks, no
-detection) then :func:`gazeclip_cli.core.data.gaze_normalization.normalise_face` with the
-default camera (focal = image width) and ETH-XGaze's virtual camera (focal 960, distance
-600 mm, 224 x 224). The labels are the rendered (pitch, yaw) rotated into that normalised
+render, by the same call: :class:`gazeclip_cli.core.data.face_prep.FacePreparer` under
+:data:`DEMO_PREPROCESSING` (the template landmarks, no detection, the default camera with
+focal = image width, ETH-XGaze's virtual camera: focal 960, distance 600 mm, 224 x 224). The labels are the rendered (pitch, yaw) rotated into that normalised
 camera by the normalisation's rotation, as ETH-XGaze prepares its own labels. The renders
 are real photos of both synthetic populations (``studio`` and ``wild``), gaze drawn
 uniformly over pitch [-0.45, 0.45] and yaw [-0.6, 0.6] rad, identities disjoint from the
@@ -37,24 +36,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gazeclip_cli.core.data.faces import aligned_face
-from gazeclip_cli.core.data.gaze_normalization import (
-    NormalisationSettings,
-    canonical_patch_landmarks,
-    normalise_face,
-)
+from gazeclip_cli.core.data.cache import PreprocessSettings
+from gazeclip_cli.core.data.face_prep import FacePreparer
+from gazeclip_cli.core.data.gaze_normalization import NormalisationSettings, canonical_patch_landmarks
 from gazeclip_cli.core.demo.synthetic import finish_photo, render_face, sample_identity
 from gazeclip_cli.core.errors import ConfigError, DataError, WeightsError
 from gazeclip_cli.core.model.gaze_estimator import PATCH_SIZE, SmallGazeCNN
 
-ESTIMATOR_NAME = "small-cnn"  # its key in gazeclip_cli.core.model.gaze_estimator.GAZE_ESTIMATORS
+ESTIMATOR_NAME = SmallGazeCNN.name  # its key in gazeclip_cli.core.model.gaze_estimator.GAZE_ESTIMATORS
 FIT_PITCH_RANGE = 0.45  # radians, uniform in [-r, r]
 FIT_YAW_RANGE = 0.6
 INPUT_DESCRIPTION = (
     "ETH-XGaze-normalised 224x224 patches of aligned synthetic renders "
-    "(faces.aligned_face template landmarks -> gaze_normalization.normalise_face, default camera), "
+    "(face_prep.FacePreparer, the demo's aligned preprocessing settings, default camera), "
     "labels rotated into the normalised camera"
 )
+DEMO_PREPROCESSING = PreprocessSettings(aligned=True)  # the demo's `preprocess`, and the fit's patches
 
 
 @dataclass(frozen=True)
@@ -126,24 +123,6 @@ def angular_error_deg(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def aligned_gaze_patch(
-    image: np.ndarray, settings: NormalisationSettings = NormalisationSettings()
-) -> tuple[np.ndarray, np.ndarray]:
-    """The normalised patch ``preprocess --aligned`` makes of an aligned face image.
-
-    Args:
-        image: (H, W, 3) uint8 RGB aligned face crop.
-        settings: the virtual camera (preprocessing's default unless changed there too).
-
-    Returns:
-        ``(patch, rotation)``: the (224, 224, 3) uint8 patch and the (3, 3) rotation from the
-        camera into the normalised camera (for rotating gaze labels).
-    """
-    face = aligned_face(image)
-    norm = normalise_face(image, face.landmarks, None, settings)
-    return norm.patch, norm.rotation
-
-
 def render_gaze_set(
     n: int, seed: int, *, first_index: int = 0, size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +143,7 @@ def render_gaze_set(
     """
     patches = np.empty((n, PATCH_SIZE, PATCH_SIZE, 3), np.uint8)
     gaze = np.empty((n, 2), np.float32)
+    preparer = FacePreparer(DEMO_PREPROCESSING)  # what `preprocess` makes of the demo's renders
     for i in range(n):
         index = first_index + i
         # 0x6A7E ("gaze") keeps this stream apart from the benchmark's sample streams.
@@ -174,9 +154,10 @@ def render_gaze_set(
             float(rng.uniform(-FIT_YAW_RANGE, FIT_YAW_RANGE)),
         )
         render = finish_photo(render_face(ident, drawn, size=size), rng)
-        patch, rotation = aligned_gaze_patch(render.image)
-        patches[i] = patch
-        gaze[i] = vector_to_pitchyaw(pitchyaw_to_vector(np.array([drawn])) @ rotation.T)[0]
+        inputs = preparer.prepare(render.image, preparer.aligned_face(render.image))
+        assert inputs.patch is not None and inputs.rotation is not None
+        patches[i] = inputs.patch
+        gaze[i] = vector_to_pitchyaw(pitchyaw_to_vector(np.array([drawn])) @ inputs.rotation.T)[0]
     return patches, gaze
 
 

@@ -22,8 +22,13 @@ import cv2
 import numpy as np
 import torch
 
-from gazeclip_cli.core.data.preprocess import PreprocessSettings, preprocess
-from gazeclip_cli.core.demo.gaze_fit import GazeFitConfig, fit_on_renders, save_gaze_estimator
+from gazeclip_cli.core.data.preprocess import preprocess
+from gazeclip_cli.core.demo.gaze_fit import (
+    DEMO_PREPROCESSING,
+    GazeFitConfig,
+    fit_on_renders,
+    save_gaze_estimator,
+)
 from gazeclip_cli.core.demo.synthetic import SyntheticBenchmarkConfig, write_synthetic_benchmark
 from gazeclip_cli.core.errors import ConfigError
 from gazeclip_cli.core.evaluate.metrics import EvaluationReport
@@ -193,7 +198,7 @@ def _run_demo(out: Path, config: DemoConfig, progress: Progress | None) -> DemoR
     preprocess(
         bench.manifest,
         out / "cache",
-        PreprocessSettings(aligned=True),
+        DEMO_PREPROCESSING,
         gaze_estimator=fit.estimator,
         workers=2,
         progress=lambda p: say("preprocess", {"progress": p}),

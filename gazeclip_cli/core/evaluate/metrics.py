@@ -91,6 +91,9 @@ AVERAGED_METRICS = (
 )
 """The :class:`SetMetrics` fields that :class:`GroupAverage` averages."""
 
+AVERAGE_KEYS = tuple(f"{group}_{metric}" for group in ("seen", "unseen") for metric in AVERAGED_METRICS)
+"""Names of :meth:`EvaluationReport.averages`: ``seen_closed_set_acc``, ``unseen_open_set_acc``, ..."""
+
 
 @dataclass(frozen=True)
 class GroupAverage:
@@ -134,6 +137,16 @@ class EvaluationReport:
             if s.name == name:
                 return s
         raise DataError(_unknown_set_message(name, [s.name for s in self.sets], "evaluation report"))
+
+    def averages(self) -> dict[str, float]:
+        """Every average the tables print, as ``<seen|unseen>_<metric>`` (:data:`AVERAGE_KEYS`); undefined ones left out."""
+        out = {}
+        for group, average in (("seen", self.seen_average), ("unseen", self.unseen_average)):
+            for metric in AVERAGED_METRICS:
+                value = None if average is None else getattr(average, metric)
+                if value is not None:
+                    out[f"{group}_{metric}"] = value
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; :meth:`from_dict` reads it back to an equal report."""

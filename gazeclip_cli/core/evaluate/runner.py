@@ -16,23 +16,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from gazeclip_cli.core.data.cache import (
+    PREPROCESSED_FILE,
+    CacheDataset,
+    CacheSettings,
+    check_cached_gaze,
+    preparation_differences,
+    read_cache,
+    read_cached_rgb,
+    settings_of_model,
+    to_chw_float,
+)
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
-from gazeclip_cli.core.evaluate.metrics import (
-    EvaluationReport,
-    SetPredictions,
-    evaluate_sets,
-    robustness_from_reports,
-)
+from gazeclip_cli.core.evaluate.metrics import EvaluationReport, robustness_from_reports
+from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
+from gazeclip_cli.core.evaluate.result_folder import write_efficiency, write_provenance
 from gazeclip_cli.core.evaluate.tables import WrittenTables, write_report, write_robustness
 from gazeclip_cli.core.model.builder import WeightSources
-from gazeclip_cli.core.model.folder import load_model_folder
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256
 from gazeclip_cli.core.model.info import model_info
-from gazeclip_cli.core.train.dataset import CacheDataset, CacheRow, read_cache, read_cached_rgb, to_chw_float
-from gazeclip_cli.core.train.trainer import pick_device
+from gazeclip_cli.core.weights.locate import sha256_file
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -56,8 +64,37 @@ class EfficiencyResult:
 class EvaluateResult:
     report: EvaluationReport
     written: WrittenTables
+    attribution_probs: np.ndarray  # (N, x) softmax of the split's rows, in cache order
+    detection_probs: np.ndarray  # (N, 2)
+    preprocessing_note: str | None = None  # set when the cache's preparation could not be checked
     robustness: WrittenTables | None = None
     efficiency: EfficiencyResult | None = None
+
+
+def check_preparation(
+    trained: CacheSettings | None, cache: CacheSettings | None, model_dir: str | Path, cache_dir: str | Path
+) -> str | None:
+    """Refuse a cache prepared otherwise than the model's training cache; a note when either is unrecorded.
+
+    Raises:
+        DataError: both are recorded and a setting that decides the pixels differs.
+    """
+    if trained is None or cache is None:
+        which = "the model folder" if trained is None else f"the cache {cache_dir}"
+        return (
+            f"{which} records no preprocessing settings (written by an older gazeclip): the evaluated faces are "
+            "assumed to be prepared as the training faces were"
+        )
+    differences = preparation_differences(cache.settings, trained.settings)
+    if differences:
+        listed = "; ".join(
+            f"{name} {here!r} here, {there!r} in training" for name, here, there in differences
+        )
+        raise DataError(
+            f"{cache_dir}: prepared otherwise than the cache {model_dir} was trained on ({listed}); "
+            "preprocess the test data with the model's settings (its meta.json, preprocessing.cache.settings)"
+        )
+    return None
 
 
 class CorruptedDataset(Dataset):
@@ -75,97 +112,27 @@ class CorruptedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         r = self.base.rows[i]
-        return {
+        item = {
             "image": self._load(r.crop, self.base.image_size, i),
-            "patch": self._load(r.patch, 224, i),
             "dfa": torch.tensor(r.dfa),
             "dfd": torch.tensor(r.dfd),
             "index": torch.tensor(i),
         }
-
-
-@torch.no_grad()
-def run_predictions(
-    model: GazeCLIP,
-    dataset: Dataset,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax attribution (N, x) and detection (N, 2) probabilities, in dataset order."""
-    model.eval()
-    att, det = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
-    done = 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(batch["image"], gaze_patches=batch.get("patch"), gaze=batch.get("gaze"))
-        att.append(out.attribution_logits.float().softmax(-1).cpu().numpy())
-        det.append(out.detection_logits.float().softmax(-1).cpu().numpy())
-        done += len(batch["dfa"])
-        if progress:
-            progress("predict", {"done": done, "total": len(dataset)})
-    width = model.cfg.num_classes
-    return (np.concatenate(att) if att else np.zeros((0, width))), (
-        np.concatenate(det) if det else np.zeros((0, 2))
-    )
-
-
-def _sets(rows: list[CacheRow], att: np.ndarray, det: np.ndarray) -> dict[str, SetPredictions]:
-    """One set per generator (and per real source), in first-seen order."""
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(r.generator, []).append(i)
-    out = {}
-    for name, idx in groups.items():
-        ix = np.array(idx)
-        videos = [rows[i].video_id for i in idx]
-        out[name] = SetPredictions(
-            attribution_probs=att[ix],
-            detection_probs=det[ix],
-            dfa_labels=np.array([rows[i].dfa for i in idx]),
-            dfd_labels=np.array([rows[i].dfd for i in idx]),
-            video_ids=np.array(videos) if any(videos) else None,
-        )
-    return out
-
-
-def real_pairing(rows: list[CacheRow]) -> dict[str, str]:
-    """Pair all-fake seen sets with the seen real set, all-fake unseen sets with the unseen real set."""
-    seen_real = next((r.generator for r in rows if r.dfd == 0 and r.dfa >= 0), None)
-    unseen_real = next((r.generator for r in rows if r.dfd == 0 and r.dfa < 0), None)
-    pairing = {}
-    for r in rows:
-        if r.dfd == 1 and r.generator not in pairing:
-            partner = unseen_real if r.dfa < 0 else seen_real
-            partner = partner or seen_real or unseen_real
-            if partner:
-                pairing[r.generator] = partner
-    return pairing
-
-
-def _check_classes(model: GazeCLIP, rows: list[CacheRow]) -> None:
-    names = [c.name for c in model.cfg.classes]
-    for r in rows:
-        if r.dfa >= 0 and (r.dfa >= len(names) or names[r.dfa] != r.generator):
-            expected = names[r.dfa] if r.dfa < len(names) else "nothing"
-            raise DataError(
-                f"test row '{r.generator}' has DFA label {r.dfa}, which this model calls {expected!r}; "
-                "evaluate with the protocol the model was trained on"
-            )
+        if self.base.with_gaze:
+            item["patch"] = self._load(r.patch, 224, i)
+        return item
 
 
 def measure_efficiency(
-    model: GazeCLIP, device: torch.device, batch_size: int = 32, repeats: int = 3
+    model: Detector, device: torch.device, batch_size: int = 32, repeats: int = 3
 ) -> EfficiencyResult:
     """Parameters, test-path FLOPs and seconds per image at batch 1 and batched (best of ``repeats``)."""
     info = model_info(model)
-    size = model.cfg.clip.vision.image_size
+    size = model.cfg.image_size
 
     def per_image(b: int) -> float:
         images = torch.rand(b, 3, size, size, device=device)
-        patches = torch.rand(b, 3, 224, 224, device=device)
+        patches = torch.rand(b, 3, 224, 224, device=device) if model.uses_gaze else None
         best = float("inf")
         with torch.inference_mode():
             model(images, patches)
@@ -208,31 +175,53 @@ def evaluate_model(
     progress: Progress | None = None,
 ) -> EvaluateResult:
     """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``."""
-    dev = pick_device(device)
+    dev = resolve_device(device)
     folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
     model = folder.model
-    rows = [r for r in read_cache(cache_dir) if r.split == split]
+    cache = read_cache(cache_dir)
+    rows = cache.split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
-    _check_classes(model, rows)
-    dataset = CacheDataset(rows, model.cfg.clip.vision.image_size)
-    att, det = run_predictions(model, dataset, dev, batch_size, workers, progress)
-    pairing = real_pairing(rows)
-    report = evaluate_sets(_sets(rows, att, det), tau=tau, pair_reals=pairing)
+    check_classes(folder.class_names, rows, split)
+    note = check_preparation(
+        settings_of_model(folder.meta, folder.path), cache.settings, model_dir, cache_dir
+    )
+    # Cached angles only from the estimator this model runs: another's are refused, with the fix.
+    dataset = CacheDataset(rows, model.cfg.image_size, True, model.uses_gaze)
+    check_cached_gaze(cache, model.gaze_estimator, dataset)
+    att, det = predict_dataset(model, dataset, dev, batch_size, workers, progress=progress)
+    report = evaluate_rows(rows, att, det, tau)
     out_dir = Path(out_dir)
     written = write_report(report, out_dir)
-    result = EvaluateResult(report=report, written=written)
+    result = EvaluateResult(report, written, att, det, preprocessing_note=note)
     if robustness:
         corrupted = {}
         for name in corruptions:
             for severity in severities:
                 if progress:
                     progress("corruption", {"name": name, "severity": severity})
-                a, d = run_predictions(
+                a, d = predict_dataset(
                     model, CorruptedDataset(dataset, name, severity), dev, batch_size, workers
                 )
-                corrupted[(name, severity)] = evaluate_sets(_sets(rows, a, d), tau=tau, pair_reals=pairing)
+                corrupted[(name, severity)] = evaluate_rows(rows, a, d, tau)
         result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir)
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
+        write_efficiency(out_dir, result.efficiency.as_dict())
+    weights_sha = sha256_file(folder.path / WEIGHTS_FILE)
+    write_provenance(
+        out_dir,
+        cfg=model.cfg,
+        model_dir=folder.path,
+        model_meta=folder.meta,
+        model_sha256=model_folder_sha256(folder.path, folder.meta, weights_sha),
+        weights_sha256=weights_sha,
+        cache_dir=Path(cache_dir),
+        cache_index_sha256=sha256_file(Path(cache_dir) / PREPROCESSED_FILE),
+        split=split,
+        set_sizes={s.name: s.num_samples for s in report.sets},
+        tau=tau,
+        device=str(dev),
+        robustness={"corruptions": list(corruptions), "severities": list(severities)} if robustness else None,
+    )
     return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,11 @@ class Table:
     columns: tuple[str, ...]  # header, first the label column's name
     rows: tuple[tuple[Cell, ...], ...]  # first cell the row label, then one value per column
     notes: tuple[str, ...] = ()  # lines printed under the table
+    marks: tuple[tuple[str, ...], ...] = ()  # per row and column: "best", "second" or ""; empty = none
+
+    def mark(self, row: int, column: int) -> str:
+        """ "best", "second" or "" for one cell."""
+        return self.marks[row][column] if self.marks else ""
 
 
 @dataclass(frozen=True)
@@ -162,16 +167,24 @@ def _format(cell: Cell, digits: int) -> str:
     return str(cell)
 
 
+def _marked(text: str, mark: str) -> str:
+    """Bold for the best value, underline for the second best, as the paper's tables."""
+    return {"best": f"**{text}**", "second": f"<u>{text}</u>"}.get(mark, text)
+
+
 def to_markdown(tables: Sequence[Table], digits: int = 2) -> str:
-    """All tables as Markdown: a heading, a pipe table (numbers right-aligned), the notes."""
+    """All tables as Markdown: a heading, a pipe table (numbers right-aligned, marks in bold / underline), the notes."""
     parts = []
     for table in tables:
         escape = str.maketrans({"|": r"\|"})
         lines = [f"## {table.title}", ""]
         lines.append("| " + " | ".join(c.translate(escape) for c in table.columns) + " |")
         lines.append("| --- |" + " ---: |" * (len(table.columns) - 1))
-        for row in table.rows:
-            lines.append("| " + " | ".join(_format(c, digits).translate(escape) for c in row) + " |")
+        for r, row in enumerate(table.rows):
+            cells = [
+                _marked(_format(c, digits).translate(escape), table.mark(r, i)) for i, c in enumerate(row)
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
         if table.notes:
             lines.append("")
             lines.extend(f"- {note}" for note in table.notes)
@@ -195,7 +208,7 @@ def _prepare(out_dir: Path) -> Path:
     return out_dir
 
 
-def _write_all(
+def write_tables(
     tables: tuple[Table, ...],
     payload: dict[str, Any],
     out_dir: Path,
@@ -203,6 +216,7 @@ def _write_all(
     csv_names: Sequence[str],
     digits: int,
 ) -> WrittenTables:
+    """Write ``<stem>.md`` (all tables), one CSV per table (``csv_names``) and ``<stem>.json`` (``payload``)."""
     out_dir = _prepare(out_dir)
     markdown = out_dir / f"{stem}.md"
     json_path = out_dir / f"{stem}.json"
@@ -235,7 +249,7 @@ def write_report(
         The tables (for the CLI to print) and the paths written.
     """
     tables = report_tables(report)
-    return _write_all(
+    return write_tables(
         tables, report.to_dict(), out_dir, stem, [f"{stem}-{t.key}.csv" for t in tables], digits
     )
 
@@ -249,7 +263,7 @@ def write_robustness(
         DataError: the folder cannot be written, or ``plot`` is set and matplotlib is missing.
     """
     tables = (robustness_table(result),)
-    written = _write_all(tables, result.to_dict(), out_dir, stem, [f"{stem}.csv"], digits)
+    written = write_tables(tables, result.to_dict(), out_dir, stem, [f"{stem}.csv"], digits)
     if not plot:
         return written
     png = plot_robustness(result, Path(out_dir) / f"{stem}.png")
@@ -280,10 +294,12 @@ def load_robustness(path: Path) -> RobustnessResult:
     return RobustnessResult.from_dict(_read_json(path), where=str(path))
 
 
-def plot_robustness(result: RobustnessResult, path: Path) -> Path:
+def plot_robustness(result: RobustnessResult | Mapping[str, RobustnessResult], path: Path) -> Path:
     """Draw one panel per corruption, the metric (%) against severity, as in Fig. 6; save as PNG.
 
-    Uses matplotlib's Agg canvas directly (no pyplot), so no global backend state is touched.
+    ``result`` is one model's result, or several by label (one line each, as Fig. 6 compares
+    methods); several results must share corruptions, severities and metric. Uses matplotlib's
+    Agg canvas directly (no pyplot), so no global backend state is touched.
 
     Raises:
         DataError: matplotlib is not installed.
@@ -298,32 +314,38 @@ def plot_robustness(result: RobustnessResult, path: Path) -> Path:
         ) from exc
     from gazeclip_cli.core.evaluate.corruptions import CORRUPTIONS
 
-    n = len(result.corruptions)
+    series = {"": result} if isinstance(result, RobustnessResult) else dict(result)
+    first = next(iter(series.values()))
+    n = len(first.corruptions)
     ncols = min(5, max(n, 1))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(3.0 * ncols, 2.6 * nrows), layout="constrained")
+    fig = Figure(figsize=(3.0 * ncols, 2.6 * nrows + (0.4 if len(series) > 1 else 0)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_visible(False)
             continue
-        name = result.corruptions[i]
-        points = [
-            (s, 100.0 * v) for s, v in zip(result.severities, result.values[i], strict=True) if v is not None
-        ]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o")
+        name = first.corruptions[i]
+        for label, res in series.items():
+            points = [
+                (s, 100.0 * v) for s, v in zip(res.severities, res.values[i], strict=True) if v is not None
+            ]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", label=label or None)
         ax.set_title(CORRUPTIONS[name].title if name in CORRUPTIONS else name, fontsize=9)
-        ax.set_xticks(list(result.severities))
+        ax.set_xticks(list(first.severities))
         ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
         if i % ncols == 0:
             ax.set_ylabel("%")
         if i >= n - ncols:
             ax.set_xlabel("severity")
-    fig.suptitle(_metric_label(result.metric), fontsize=10)
+    if len(series) > 1:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(series), 6), fontsize=8)
+    fig.suptitle(_metric_label(first.metric), fontsize=10)
     path = Path(path)
     try:
         fig.savefig(path, dpi=120)

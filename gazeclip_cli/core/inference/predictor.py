@@ -6,11 +6,11 @@ runs the second:
 
 1. :meth:`Predictor.prepare` (CPU, any thread): read the file once (SHA-256 and decoding
    from the same bytes), decode it with :mod:`gazeclip_cli.core.data.images` (every bad
-   input is an :class:`InputError`), find the faces with MTCNN
-   (:class:`~gazeclip_cli.core.data.faces.FaceDetector`) or take the aligned face, apply
-   the face policy, cut the 256 x 256 crop and the ETH-XGaze-normalised 224 x 224 gaze
-   patch, the same functions ``preprocess`` uses, so inference sees what training saw.
-   Videos are sampled (N frames spread evenly) and each frame is treated as an image.
+   input is an :class:`InputError`), then find and prepare the faces (the crop and the
+   ETH-XGaze-normalised gaze patch) with :class:`~gazeclip_cli.core.data.face_prep.FacePreparer`,
+   the step ``preprocess`` runs, under the settings the model folder records, so inference
+   sees what training saw. Videos are sampled (N frames spread evenly) and each frame is
+   treated as an image.
 2. :meth:`Predictor.predict_faces` (the model's device): batches of faces through the
    test path; per face the detection verdict and P(fake), the attributed class with its
    probability and the top three, "unknown generator" when the top probability is below
@@ -31,32 +31,16 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from gazeclip_cli.core.data.faces import (
-    CROP_SIZE,
-    FACE_POLICIES,
-    Face,
-    FaceDetector,
-    aligned_face,
-    crop_face,
-    crop_square,
-    resize_crop,
-    select_faces,
-)
-from gazeclip_cli.core.data.gaze_normalization import (
-    NormalisationSettings,
-    default_camera_matrix,
-    estimate_head_pose,
-    normalisation_warp,
-    normalise_face,
-)
+from gazeclip_cli.core.data.cache import CacheSettings, PreprocessSettings, settings_of_model
+from gazeclip_cli.core.data.face_prep import FacePreparer
+from gazeclip_cli.core.data.faces import FACE_POLICIES, Face, FaceDetector, resize_crop
 from gazeclip_cli.core.data.images import (
     check_readable_file,
     decode_image,
@@ -65,6 +49,7 @@ from gazeclip_cli.core.data.images import (
     read_image_bytes,
     sample_video_frames,
 )
+from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
 from gazeclip_cli.core.inference.gradcam import GradCam, grad_cam
 from gazeclip_cli.core.inference.provenance import (
@@ -77,31 +62,11 @@ from gazeclip_cli.core.inference.provenance import (
 )
 from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder
+from gazeclip_cli.core.model.optimize import optimize_for_inference
 
 FACE_MODES = ("detect", "aligned")
 UNKNOWN_GENERATOR = "unknown generator"
 GAZE_PATCH_SIZE = 224
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) -> a device; checked here, not at import.
-
-    Raises:
-        ConfigError: unknown device, or CUDA asked for on a machine without it.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device}: not a device (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device}: only cpu and cuda are supported")
-    return dev
 
 
 @dataclass(frozen=True)
@@ -109,8 +74,8 @@ class PredictorSettings:
     """How faces are found and verdicts are given."""
 
     threshold: float = 0.9  # tau: below this top attribution probability the generator is unknown
-    faces: str = "largest"  # face policy: largest, score or all (see core.data.faces)
-    face_mode: str = "detect"  # detect: MTCNN; aligned: the image already is an aligned face crop
+    faces: str | None = None  # face policy: largest, score or all; None: the model folder's (largest)
+    face_mode: str | None = None  # detect (MTCNN) or aligned (already face crops); None: the model folder's
     batch_size: int = 16  # faces per forward pass
     video_frames: int = 8  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
@@ -118,9 +83,9 @@ class PredictorSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"threshold {self.threshold}: must be in (0, 1] (the paper uses 0.9)")
-        if self.faces not in FACE_POLICIES:
+        if self.faces is not None and self.faces not in FACE_POLICIES:
             raise ConfigError(f"face policy '{self.faces}': use one of {', '.join(FACE_POLICIES)}")
-        if self.face_mode not in FACE_MODES:
+        if self.face_mode is not None and self.face_mode not in FACE_MODES:
             raise ConfigError(f"face mode '{self.face_mode}': use one of {', '.join(FACE_MODES)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size {self.batch_size}: must be at least 1")
@@ -290,66 +255,63 @@ def to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tenso
     return images.div_(255.0)
 
 
-class Predictor:
-    """Inference state: the loaded model folder, the face detector and the settings.
+def preparation_for(
+    record: CacheSettings | None, settings: PredictorSettings, folder: str | os.PathLike[str]
+) -> PreprocessSettings:
+    """How faces are prepared for a model: its folder's record, with the run's face choice.
 
-    Args:
-        model_dir: a model folder (``config.toml``, ``weights.safetensors``, ``meta.json``).
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-        settings: threshold, face policy and mode, batch size, video frames.
-        weights: where the frozen pretrained towers the folder names are found.
-        detector: a face detector to share; one is built on ``device`` when needed.
+    The record fixes how a face is cut and normalised (face mode, crop, virtual camera, camera,
+    template, smallest face); the run may choose which faces are scored (the face policy,
+    default the record's). A folder without a record gets the defaults of ``preprocess``.
 
     Raises:
-        ModelFolderError: the folder is missing, incompatible, or its weights changed since it was written.
-        ConfigError: bad settings or device.
+        ConfigError: the run asks for another face mode than the model was trained on.
+    """
+    if record is None:
+        base = PreprocessSettings(aligned=settings.face_mode == "aligned")
+    else:
+        base = record.settings
+        mode = "aligned" if base.aligned else "detect"
+        if settings.face_mode is not None and settings.face_mode != mode:
+            trained = "aligned face crops" if base.aligned else "detected faces"
+            hint = "leave --aligned out" if settings.face_mode == "aligned" else "leave the face mode unset"
+            raise ConfigError(
+                f"{folder}: face mode '{settings.face_mode}' contradicts the model folder, trained on "
+                f"{trained} (its preprocessing record: face mode '{mode}', aligned = {str(base.aligned).lower()}); "
+                f"{hint} to prepare faces as in training"
+            )
+    return replace(base, face_policy=settings.faces or base.face_policy)
+
+
+class InputPreparer:
+    """Stage 1 alone: files -> faces ready for the network, under the preparation a model expects.
+
+    A :class:`Predictor` holds one; the Ray engine builds one on its own in CPU workers that
+    prepare files for model workers elsewhere (no model is loaded). Safe to use from several
+    threads.
+
+    Args:
+        settings: the predictor's settings in force (face policy, video frames, batch size).
+        preparation: how faces are cut and normalised (:func:`preparation_for`).
+        image_size: the network's input side H (crops are resized to it).
+        uses_gaze: whether the model reads gaze patches (none are made otherwise).
+        detector: MTCNN, for detected faces; None in aligned mode.
     """
 
     def __init__(
         self,
-        model_dir: str | os.PathLike[str],
-        *,
-        device: str = "cpu",
-        settings: PredictorSettings | None = None,
-        weights: WeightSources | None = None,
-        detector: FaceDetector | None = None,
+        settings: PredictorSettings,
+        preparation: PreprocessSettings,
+        image_size: int,
+        uses_gaze: bool,
+        detector: FaceDetector | None,
     ) -> None:
-        self.settings = settings or PredictorSettings()
-        self.device = resolve_device(device)
-        # Hash the weights file while the model is built: hashlib releases the GIL on large
-        # reads, so on a multi-core machine the checksum costs no wall time.
-        weights_file = Path(model_dir) / WEIGHTS_FILE
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            digest = pool.submit(sha256_of_file, weights_file) if weights_file.is_file() else None
-            folder = load_model_folder(model_dir, weights, self.device, with_text=False)
-            weights_sha = digest.result() if digest is not None else sha256_of_file(weights_file)
-        recorded = str(folder.meta.get("weights_sha256", ""))
-        if recorded and recorded != weights_sha:
-            # The verdict must come from the model the folder describes: refuse an edited folder.
-            raise ModelFolderError(
-                f"{folder.path / WEIGHTS_FILE}: SHA-256 {weights_sha[:12]}... differs from the one meta.json "
-                f"recorded ({recorded[:12]}...); the weights were changed after the folder was written, "
-                "restore the original folder"
-            )
-        self.folder = folder
-        self.model = folder.model.eval()
-        self.class_names = folder.class_names
-        self.real_classes = {i for i, c in enumerate(self.model.cfg.classes) if c.forgery_type == "Real"}
-        self.image_size = self.model.cfg.clip.vision.image_size
-        self.uses_gaze = self.model.gaze_encoder is not None
-        self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
-        self._normalisation = NormalisationSettings()
-        self._aligned_geometry: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        if self.settings.face_mode == "detect":
-            self.detector = detector if detector is not None else FaceDetector(self.device)
-        else:
-            self.detector = None
-
-    def provenance(self, extra: dict[str, Any] | None = None) -> Provenance:
-        """The provenance block of a run with this predictor, timed now."""
-        return build_provenance(self.model_provenance, str(self.device), self.settings.as_dict(), extra)
-
-    # Stage 1: files -> prepared faces (CPU; safe to call from several threads).
+        self.settings = settings
+        self.preparation = preparation
+        self.image_size = image_size
+        self.uses_gaze = uses_gaze
+        self.detector = detector
+        self.preparer = FacePreparer(preparation)
 
     def prepare(self, path: str | os.PathLike[str], *, keep_image: bool = False) -> PreparedInput:
         """Read, decode, find and prepare the faces of one file; never raises for a bad input.
@@ -399,19 +361,12 @@ class Predictor:
         except OSError as exc:
             raise InputError(f"{display_path(path)}: cannot read ({exc.strerror})") from None
 
-    def _find_faces(self, images: list[np.ndarray]) -> list[list[Face]]:
-        if self.detector is None:
-            return [[aligned_face(img)] for img in images]
-        # Pillow's arrays are read-only and torch warns on them; a copy costs little beside MTCNN.
-        images = [img if img.flags.writeable else img.copy() for img in images]
-        found = self.detector.detect(images, batch_size=self.settings.batch_size)
-        return [select_faces(faces, self.settings.faces) for faces in found]  # type: ignore[arg-type]
-
     def _prepare_images(
         self, prepared: PreparedInput, images: list[np.ndarray], frame_indices: list[int | None]
     ) -> None:
         name = prepared.path
-        for image, frame, faces in zip(images, frame_indices, self._find_faces(images), strict=True):
+        found = self.preparer.find_faces(images, self.detector, self.settings.batch_size)
+        for image, frame, faces in zip(images, frame_indices, found, strict=True):
             for index, face in enumerate(faces):
                 where = f"face {index}" if frame is None else f"frame {frame} face {index}"
                 try:
@@ -427,47 +382,120 @@ class Predictor:
                 if self.detector is None
                 else "; if the images are already aligned face crops, use --aligned"
             )
-            raise InputError(f"{name}: no face found in {where} (MTCNN, faces of 20 px and more){hint}")
+            raise InputError(
+                f"{name}: no face found in {where} (MTCNN, faces of {self.preparation.min_face_size} px and more){hint}"
+            )
 
     def _prepare_face(self, image: np.ndarray, face: Face, index: int, frame: int | None) -> PreparedFace:
-        if self.detector is None:
-            crop = crop_square(image, face.box, CROP_SIZE)  # aligned: the centred square is the face
-        else:
-            crop = crop_face(image, face)
-        patch = rotation = None
-        if self.uses_gaze and self.detector is None:
-            patch, rotation = self._aligned_patch(image)
-        elif self.uses_gaze:
-            normalised = normalise_face(image, face.landmarks)
-            patch, rotation = normalised.patch, normalised.rotation
+        inputs = self.preparer.prepare(image, face, patch=self.uses_gaze)
         return PreparedFace(
             face_index=index,
             frame_index=frame,
-            box=tuple(float(v) for v in face.box),  # type: ignore[arg-type]
-            detector_score=face.score,
-            crop=np.ascontiguousarray(resize_crop(crop, self.image_size)),
-            patch=None if patch is None else np.ascontiguousarray(patch),
-            rotation=rotation,
+            box=inputs.box,
+            detector_score=inputs.score,
+            # The cached crops are resized by this same function when training reads them.
+            crop=np.ascontiguousarray(resize_crop(inputs.crop, self.image_size)),
+            patch=None if inputs.patch is None else np.ascontiguousarray(inputs.patch),
+            rotation=inputs.rotation,
         )
 
-    def _aligned_patch(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`normalise_face` for an aligned face, its geometry computed once per image size.
 
-        In aligned mode the landmarks depend only on the image size, so the head pose and the
-        warp do too; the patch is the same ``warpPerspective`` call normalise_face makes.
-        """
-        h, w = image.shape[:2]
-        geometry = self._aligned_geometry.get((h, w))
-        if geometry is None:
-            cam = default_camera_matrix(w, h)
-            pose = estimate_head_pose(aligned_face(image).landmarks, cam)
-            geometry = normalisation_warp(pose, cam, self._normalisation)
-            if len(self._aligned_geometry) >= 256:  # many sizes: keep the cache bounded
-                self._aligned_geometry.clear()
-            self._aligned_geometry[(h, w)] = geometry
-        warp, rotation = geometry
-        size = self._normalisation.size
-        return cv2.warpPerspective(image, warp, (size, size), flags=cv2.INTER_LINEAR), rotation
+class Predictor:
+    """Inference state: the loaded model folder, the face detector and the settings.
+
+    Args:
+        model_dir: a model folder (``config.toml``, ``weights.safetensors``, ``meta.json``).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        settings: threshold, face policy and mode (unset: the model folder's), batch size, video frames.
+        weights: where the frozen pretrained towers the folder names are found.
+        detector: a face detector to share; one is built on ``device`` when needed.
+
+    Raises:
+        ModelFolderError: the folder is missing, incompatible, or its weights changed since it was written.
+        ConfigError: bad settings or device, or a face mode that contradicts the model folder.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        settings: PredictorSettings | None = None,
+        weights: WeightSources | None = None,
+        detector: FaceDetector | None = None,
+    ) -> None:
+        self.settings = settings or PredictorSettings()
+        self.device = resolve_device(device)
+        # Hash the weights file while the model is built: hashlib releases the GIL on large
+        # reads, so on a multi-core machine the checksum costs no wall time.
+        weights_file = Path(model_dir) / WEIGHTS_FILE
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(sha256_of_file, weights_file) if weights_file.is_file() else None
+            folder = load_model_folder(model_dir, weights, self.device, with_text=False)
+            weights_sha = digest.result() if digest is not None else sha256_of_file(weights_file)
+        recorded = str(folder.meta.get("weights_sha256", ""))
+        if recorded and recorded != weights_sha:
+            # The verdict must come from the model the folder describes: refuse an edited folder.
+            raise ModelFolderError(
+                f"{folder.path / WEIGHTS_FILE}: SHA-256 {weights_sha[:12]}... differs from the one meta.json "
+                f"recorded ({recorded[:12]}...); the weights were changed after the folder was written, "
+                "restore the original folder"
+            )
+        self.folder = folder
+        # Folded BatchNorm, channels-last convolutions, oneDNN linears: the same outputs (to 1e-5),
+        # about 1.9x faster on a CPU (core/model/optimize.py, docs/PERFORMANCE.md).
+        self.model = optimize_for_inference(folder.model)
+        self.class_names = folder.class_names
+        self.real_classes = {i for i, c in enumerate(self.model.cfg.classes) if c.forgery_type == "Real"}
+        self.image_size = self.model.cfg.image_size
+        self.uses_gaze = self.model.uses_gaze  # no gaze patches are made for a model without gaze
+        self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
+        record = settings_of_model(folder.meta, folder.path)
+        self.preparation = preparation_for(record, self.settings, folder.path)
+        self.preparation_source = (
+            "the model folder's record of its training cache"
+            if record is not None
+            else "defaults: the model folder records no preprocessing (format 1, or its cache recorded none)"
+        )
+        # The settings in force, so provenance and a resumed scan see what ran.
+        self.settings = replace(
+            self.settings,
+            faces=self.preparation.face_policy,
+            face_mode="aligned" if self.preparation.aligned else "detect",
+        )
+        self.detector = None
+        if not self.preparation.aligned:
+            if detector is not None and detector.min_face_size != self.preparation.min_face_size:
+                raise ConfigError(
+                    f"the face detector searches faces of {detector.min_face_size} px and more, the model "
+                    f"folder's preprocessing {self.preparation.min_face_size} px; build it with that size"
+                )
+            self.detector = detector or FaceDetector(
+                self.device, min_face_size=self.preparation.min_face_size
+            )
+        self.inputs = InputPreparer(
+            self.settings, self.preparation, self.image_size, self.uses_gaze, self.detector
+        )
+        self.preparer = self.inputs.preparer
+
+    def provenance(self, extra: dict[str, Any] | None = None) -> Provenance:
+        """The provenance block of a run with this predictor, timed now."""
+        settings = {
+            **self.settings.as_dict(),
+            "preprocessing": self.preparation.record(),
+            "preprocessing_from": self.preparation_source,
+        }
+        return build_provenance(self.model_provenance, str(self.device), settings, extra)
+
+    # Stage 1: files -> prepared faces (CPU; safe to call from several threads): see InputPreparer.
+
+    def prepare(self, path: str | os.PathLike[str], *, keep_image: bool = False) -> PreparedInput:
+        """Stage 1 for one file (:meth:`InputPreparer.prepare`); never raises for a bad input."""
+        return self.inputs.prepare(path, keep_image=keep_image)
+
+    def prepare_image(self, image: np.ndarray, name: str = "image") -> PreparedInput:
+        """Stage 1 for an already-decoded RGB uint8 image (:meth:`InputPreparer.prepare_image`)."""
+        return self.inputs.prepare_image(image, name)
 
     # Stage 2: prepared faces -> predictions (the model's device).
 

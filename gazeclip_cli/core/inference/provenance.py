@@ -27,6 +27,7 @@ LIBRARIES = (
     "torchvision",
     "open_clip_torch",
     "peft",
+    "timm",
     "facenet-pytorch",
     "numpy",
     "pillow",

@@ -241,7 +241,9 @@ def attribute_with_report(predictor: Predictor, path: str | os.PathLike[str]) ->
     """Attribute one file keeping what the report shows: the image, the result, a heatmap per face."""
     prepared = predictor.prepare(path, keep_image=True)
     result = predictor.result(prepared, predictor.predict_faces(prepared.faces) if prepared.faces else [])
-    heatmaps = [predictor.gradcam(f) for f in prepared.faces] if predictor.model.gie is not None else []
+    heatmaps = (
+        [predictor.gradcam(f) for f in prepared.faces] if predictor.model.cam_layer() is not None else []
+    )
     return ReportEntry(prepared, result, heatmaps)
 
 

@@ -33,7 +33,8 @@ have left incomplete, perhaps with a partial last line) are cut off, every other
 in the output is skipped, and the scan continues in the same walk order: each file ends
 up with exactly one set of rows. The files of the resumed file's walk group that are in
 the output already are prepared and run again, not written, so every batch, and every
-row, equals an uninterrupted scan's byte for byte (same settings and threads per forward).
+row, equals an uninterrupted scan's byte for byte (same settings and threads per forward),
+whichever engine runs them (the Ray engine's groups are the same walk groups).
 Each run's provenance entry says how it ended: finished, interrupted, an error, or killed
 (no end recorded; found by the resume).
 """
@@ -53,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import torch
@@ -63,6 +64,7 @@ from gazeclip_cli.core.data.images import display_path, is_image_path, is_video_
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.inference.predictor import (
     FacePrediction,
+    InputPreparer,
     InputResult,
     Predictor,
     PreparedFace,
@@ -518,14 +520,14 @@ def _write_provenance(path: Path, data: dict[str, Any]) -> None:
 
 
 def _start_provenance(
-    predictor: Predictor, out: Path, resuming: bool, threads: dict[str, int | None]
+    predictor: Predictor, out: Path, resuming: bool, engine: dict[str, Any]
 ) -> dict[str, Any]:
     path = provenance_path(out)
     run = {
         "started": utc_now(),
         "tool_version": predictor.provenance().tool_version,
         "resumed": resuming,
-        **threads,
+        "engine": engine,
     }
     if resuming and path.is_file():
         try:
@@ -555,7 +557,10 @@ def _start_provenance(
             runs[-1]["stopped"] = {"how": "killed", "at": last_write, "detail": f"{KILLED} {last_write}"}
         runs.append(run)
     else:
-        data = {"provenance": predictor.provenance({"output": str(out)}).as_dict(), "runs": [run]}
+        provenance = predictor.provenance({"output": str(out)}).as_dict()
+        # Where the model ran: this process's device, or the engine's workers'.
+        provenance["device"] = engine.get("device", provenance["device"])
+        data = {"provenance": provenance, "runs": [run]}
     _write_provenance(path, data)
     return data
 
@@ -565,15 +570,56 @@ class _Pending:
     """A file between stage 1 and its rows: waiting for its faces' predictions."""
 
     prepared: PreparedInput
-    file: str
     predictions: list[FacePrediction | None]
     missing: int
-    replay: bool = False  # already in the output: run again only to re-form its batch, not written
 
 
 def default_workers() -> int:
     """Worker threads when none are asked for: the usable CPU cores, at most 8."""
     return max(1, min(8, usable_cores()))
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """One file of the walk for an engine to score."""
+
+    position: int  # index in the walk (every item counted, files already in the output too)
+    item: ScanItem
+    # Already in the output: scored again only so that its walk group's batches are the first
+    # run's (a resume), its result is not written.
+    replay: bool = False
+
+
+ResultSink = Callable[[InputResult], None]
+
+
+class ScanEngine(Protocol):
+    """What turns the walk's files into results: this process's threads, or a Ray cluster.
+
+    :func:`scan` calls ``start``, then ``run`` (which hands every task's result to ``emit``,
+    one per task, in walk order), and ``stop`` in the end, also after an error. Batches never
+    span two walk groups (``position // batch_size``), so a resume, whose first tasks replay
+    the already written files of its group, scores every face in the same batch as before.
+    """
+
+    def start(self, predictor: Predictor) -> dict[str, Any]:
+        """Get ready; returns what the provenance records of the engine (its ``name`` first)."""
+        ...
+
+    def run(self, tasks: Iterable[ScanTask], emit: ResultSink) -> None:
+        """Score every task, handing the results to ``emit`` in walk order."""
+        ...
+
+    def stop(self) -> None:
+        """Release what ``start`` took."""
+        ...
+
+
+def prepare_item(preparer: Predictor | InputPreparer, item: ScanItem) -> PreparedInput:
+    """Stage 1 of one walk item: a path the walk could not use becomes its error, a file is prepared."""
+    if item.error is not None:
+        return PreparedInput(path=display_path(item.path), kind=item.kind, sha256=None, error=item.error)
+    return preparer.prepare(item.path)
 
 
 def scan(
@@ -585,6 +631,7 @@ def scan(
     workers: int | None = None,
     model_threads: int | None = None,
     progress: ProgressCallback | None = None,
+    engine: ScanEngine | None = None,
 ) -> ScanSummary:
     """Scan folders and files, appending one row per face to ``out`` (CSV or JSONL).
 
@@ -592,14 +639,17 @@ def scan(
         predictor: the model, detector and settings (batch size, threshold, faces, ...).
         roots: folders (walked recursively) and files.
         out: the ``.csv`` or ``.jsonl`` output; must not exist unless ``resume``.
-        resume: continue a scan whose output exists (see the module docstring).
-        workers: threads preparing files and, on a CPU, running the model's batches
-            (0: everything in the calling thread; None: :func:`default_workers`).
-        model_threads: torch's intra-op threads of each forward: of every worker thread on
-            a CPU, of the calling thread otherwise (restored after). None: the usable cores
-            divided among the workers (at least 1) on a CPU; torch's setting on CUDA.
+        resume: continue a scan whose output exists (see the module docstring), whichever
+            engine wrote it.
+        workers: the local engine's threads preparing files and, on a CPU, running the
+            model's batches (0: everything in the calling thread; None: :func:`default_workers`).
+        model_threads: the local engine's intra-op threads of each forward: of every worker
+            thread on a CPU, of the calling thread otherwise (restored after). None: the usable
+            cores divided among the workers (at least 1) on a CPU; torch's setting on CUDA.
         progress: called after each file; an exception it raises stops the scan with the
             output intact (rows of finished files written and flushed).
+        engine: what scores the files; None: :class:`LocalEngine` with ``workers`` and
+            ``model_threads`` (the Ray engine: ``scan_ray.RayScanEngine``).
 
     Returns:
         The summary of the whole output.
@@ -611,15 +661,10 @@ def scan(
     start = time.perf_counter()
     out = Path(out)
     fmt = output_format(out)
-    workers = default_workers() if workers is None else workers
-    if workers < 0:
-        raise ConfigError(f"workers {workers}: must be 0 or more")
-    if model_threads is not None and model_threads < 1:
-        raise ConfigError(f"model threads {model_threads}: must be at least 1")
-    on_cpu = predictor.device.type == "cpu"
-    if model_threads is None and on_cpu:
-        model_threads = max(1, usable_cores() // max(1, workers))
-    lanes = workers > 0 and on_cpu  # worker threads run the model's batches too
+    if engine is None:
+        engine = LocalEngine(workers, model_threads)
+    elif workers is not None or model_threads is not None:
+        raise ConfigError("workers and model threads size the local engine; the engine given sizes itself")
     tally = _Tally()
     done: set[str] = set()
     exists = out.exists() and out.stat().st_size > 0
@@ -629,16 +674,142 @@ def scan(
         )
     if not out.parent.is_dir():
         raise DataError(f"{out.parent}: output folder does not exist; create it first")
-    if exists:
-        done, cut = _read_done(out, fmt, tally)
-        with open(out, "r+b") as fh:
-            fh.truncate(cut)
-    _start_provenance(
-        predictor, out, resuming=exists, threads={"workers": workers, "model_threads": model_threads}
-    )
-
     summary = ScanSummary(out=str(out), format=fmt)
     stats = WalkStats()
+    new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}
+    batch = predictor.settings.batch_size
+    replays: deque[bool] = deque()  # of the tasks handed out and not yet emitted, in walk order
+    started = False
+    try:
+        described = engine.start(predictor)
+        if exists:
+            done, cut = _read_done(out, fmt, tally)
+            with open(out, "r+b") as fh:
+                fh.truncate(cut)
+        _start_provenance(predictor, out, resuming=exists, engine=described)
+        started = True
+        with open(out, "a", encoding="utf-8", newline="") as fh:
+            if fh.tell() == 0 and fmt == "csv":
+                fh.write(_header(fmt))
+                fh.flush()
+
+            def emit(result: InputResult) -> None:
+                if replays.popleft():
+                    return  # its rows are in the output already
+                file = printable_path_of(result)
+                rows = result_rows(result, fmt, file)
+                fh.write(format_rows(rows, fmt))
+                fh.flush()
+                tally.add_file(rows)
+                new["done"] += 1
+                new["failed"] += result.error is not None
+                scored = [r for r in rows if not r["error"] and r["kind"] in ("image", "video")]
+                new["faces"] += len(scored)
+                new["fakes"] += sum(r["verdict"] == "fake" for r in scored)
+                if progress is not None:
+                    progress(
+                        ScanProgress(
+                            new["done"], new["skipped"], new["faces"], new["fakes"], new["failed"], file
+                        )
+                    )
+
+            def handed(task: ScanTask) -> ScanTask:
+                replays.append(task.replay)
+                return task
+
+            def tasks() -> Iterator[ScanTask]:
+                # Files already in the output in the walk group being passed: when a file to scan
+                # follows them in the same group, they are handed out again as replays.
+                held: list[ScanTask] = []
+                for position, item in enumerate(iter_inputs(roots, stats)):
+                    key = printable_path(item.path)
+                    if key in done:
+                        if held and held[0].position // batch != position // batch:
+                            held.clear()
+                        held.append(ScanTask(position, item, replay=True))
+                        new["skipped"] += 1
+                        if progress is not None:
+                            progress(
+                                ScanProgress(
+                                    new["done"],
+                                    new["skipped"],
+                                    new["faces"],
+                                    new["fakes"],
+                                    new["failed"],
+                                    key,
+                                )
+                            )
+                        continue
+                    for task in held:
+                        if task.position // batch == position // batch:
+                            yield handed(task)
+                    held.clear()
+                    yield handed(ScanTask(position, item))
+
+            engine.run(tasks(), emit)
+    except BaseException as exc:
+        if started:
+            _stop_provenance(out, exc, new["done"])
+        raise
+    finally:
+        engine.stop()
+
+    tally.into(summary)
+    summary.files_this_run = new["done"]
+    summary.files_skipped = new["skipped"]
+    summary.ignored = stats.ignored
+    summary.seconds = time.perf_counter() - start
+    _finish_provenance(out, summary)
+    return summary
+
+
+class LocalEngine:
+    """The embedded engine: threads of this process (the pipeline of the module docstring).
+
+    Args:
+        workers: threads preparing files and, on a CPU, running the model's batches (0: all
+            in the calling thread; None: :func:`default_workers`).
+        model_threads: intra-op threads of each forward (None: see :func:`scan`).
+
+    Raises:
+        ConfigError: negative workers, or model threads below 1.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, model_threads: int | None = None) -> None:
+        workers = default_workers() if workers is None else workers
+        if workers < 0:
+            raise ConfigError(f"workers {workers}: must be 0 or more")
+        if model_threads is not None and model_threads < 1:
+            raise ConfigError(f"model threads {model_threads}: must be at least 1")
+        self.workers = workers
+        self.model_threads = model_threads
+        self.predictor: Predictor | None = None
+
+    def start(self, predictor: Predictor) -> dict[str, Any]:
+        self.predictor = predictor
+        if self.model_threads is None and predictor.device.type == "cpu":
+            self.model_threads = max(1, usable_cores() // max(1, self.workers))
+        return {"name": self.name, "workers": self.workers, "model_threads": self.model_threads}
+
+    def run(self, tasks: Iterable[ScanTask], emit: ResultSink) -> None:
+        assert self.predictor is not None, "start() first"
+        _scan_local(self.predictor, tasks, emit, self.workers, self.model_threads)
+
+    def stop(self) -> None:
+        self.predictor = None
+
+
+def _scan_local(
+    predictor: Predictor,
+    tasks: Iterable[ScanTask],
+    sink: ResultSink,
+    workers: int,
+    model_threads: int | None,
+) -> None:
+    on_cpu = predictor.device.type == "cpu"
+    lanes = workers > 0 and on_cpu  # worker threads run the model's batches too
     batch = predictor.settings.batch_size
     in_flight = batch + 2 * workers
     executor = (
@@ -652,14 +823,11 @@ def scan(
         if workers
         else None
     )
-    # (prepared input or its future, walk position, replay)
-    window: deque[tuple[Future[PreparedInput] | PreparedInput, int, bool]] = deque()
+    window: deque[tuple[Future[PreparedInput] | PreparedInput, int]] = deque()  # with walk positions
     files: deque[_Pending] = deque()
     faces: deque[tuple[_Pending, int, PreparedFace]] = deque()
     batches: deque[tuple[list[_Pending], list[int], Future[list[FacePrediction]]]] = deque()
-    new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}
 
-    fh = open(out, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in the finally below
     switch_interval = sys.getswitchinterval()
     torch_threads = torch.get_num_threads()
     cv2_threads = cv2.getNumThreads()
@@ -676,30 +844,9 @@ def scan(
         # duration keeps it fed (restored below).
         sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
     try:
-        if fh.tell() == 0 and fmt == "csv":
-            fh.write(_header(fmt))
-            fh.flush()
 
         def emit(pending: _Pending) -> None:
-            if pending.replay:
-                return  # its rows are in the output already
-            prepared = pending.prepared
-            result = predictor.result(prepared, [p for p in pending.predictions if p is not None])
-            rows = result_rows(result, fmt, pending.file)
-            fh.write(format_rows(rows, fmt))
-            fh.flush()
-            tally.add_file(rows)
-            new["done"] += 1
-            new["failed"] += prepared.error is not None
-            scored = [r for r in rows if not r["error"] and r["kind"] in ("image", "video")]
-            new["faces"] += len(scored)
-            new["fakes"] += sum(r["verdict"] == "fake" for r in scored)
-            if progress is not None:
-                progress(
-                    ScanProgress(
-                        new["done"], new["skipped"], new["faces"], new["fakes"], new["failed"], pending.file
-                    )
-                )
+            sink(predictor.result(pending.prepared, [p for p in pending.predictions if p is not None]))
 
         def emit_ready() -> None:
             while files and files[0].missing == 0:
@@ -728,20 +875,14 @@ def scan(
 
         group = [0]  # the walk group (position // batch) whose faces are being batched
 
-        def accept(prepared: PreparedInput, position: int, replay: bool) -> None:
+        def accept(prepared: PreparedInput, position: int) -> None:
             if position // batch != group[0]:
                 # Batches never span two groups of ``batch`` walk positions: a resume, which
                 # starts again at its group's first file, re-forms exactly the same batches.
                 while faces:
                     run_batch(min(batch, len(faces)))
                 group[0] = position // batch
-            pending = _Pending(
-                prepared,
-                printable_path_of(prepared),
-                [None] * len(prepared.faces),
-                len(prepared.faces),
-                replay,
-            )
+            pending = _Pending(prepared, [None] * len(prepared.faces), len(prepared.faces))
             files.append(pending)
             for slot, face in enumerate(prepared.faces):
                 faces.append((pending, slot, face))
@@ -750,78 +891,35 @@ def scan(
             finish_batches(keep=workers)
             emit_ready()
 
-        def submit(item: ScanItem, position: int, replay: bool) -> None:
-            if item.error is not None:
-                prepared: Future[PreparedInput] | PreparedInput = PreparedInput(
-                    path=display_path(item.path), kind=item.kind, sha256=None, error=item.error
-                )
-            elif executor is not None:
-                prepared = executor.submit(predictor.prepare, item.path)
+        for task in tasks:
+            if executor is not None:
+                window.append((executor.submit(prepare_item, predictor, task.item), task.position))
             else:
-                prepared = predictor.prepare(item.path)
-            window.append((prepared, position, replay))
+                window.append((prepare_item(predictor, task.item), task.position))
             while len(window) > in_flight or (executor is None and window):
                 accept(*_take(window.popleft()))
-
-        # Files already in the output, in the walk group being passed: when a file to scan
-        # follows them in the same group, they are prepared and run again (not written) so
-        # that the group's batches are the ones the first run formed.
-        held: list[tuple[int, ScanItem]] = []
-        for position, item in enumerate(iter_inputs(roots, stats)):
-            key = printable_path(item.path)
-            if key in done:
-                if held and held[0][0] // batch != position // batch:
-                    held.clear()
-                held.append((position, item))
-                new["skipped"] += 1
-                if progress is not None:
-                    progress(
-                        ScanProgress(
-                            new["done"], new["skipped"], new["faces"], new["fakes"], new["failed"], key
-                        )
-                    )
-                continue
-            for p, h in held:
-                if p // batch == position // batch:
-                    submit(h, p, replay=True)
-            held.clear()
-            submit(item, position, replay=False)
         while window:
             accept(*_take(window.popleft()))
         while faces:
             run_batch(min(batch, len(faces)))
         finish_batches(keep=0)
         emit_ready()
-    except BaseException as exc:
-        _stop_provenance(out, exc, new["done"])
-        raise
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
         sys.setswitchinterval(switch_interval)
         torch.set_num_threads(torch_threads)
         cv2.setNumThreads(cv2_threads)
-        fh.close()
-
-    tally.into(summary)
-    summary.files_this_run = new["done"]
-    summary.files_skipped = new["skipped"]
-    summary.ignored = stats.ignored
-    summary.seconds = time.perf_counter() - start
-    _finish_provenance(out, summary)
-    return summary
 
 
-def printable_path_of(prepared: PreparedInput) -> str:
-    """The ``file`` value of a prepared input's rows (its path is already display text)."""
+def printable_path_of(prepared: PreparedInput | InputResult) -> str:
+    """The ``file`` value of a file's rows (its path is already display text)."""
     return _escape_controls(prepared.path)
 
 
-def _take(
-    entry: tuple[Future[PreparedInput] | PreparedInput, int, bool],
-) -> tuple[PreparedInput, int, bool]:
-    item, position, replay = entry
-    return (item.result() if isinstance(item, Future) else item), position, replay
+def _take(entry: tuple[Future[PreparedInput] | PreparedInput, int]) -> tuple[PreparedInput, int]:
+    item, position = entry
+    return (item.result() if isinstance(item, Future) else item), position
 
 
 def _stop_provenance(out: Path, exc: BaseException, files_scanned: int) -> None:

@@ -1,4 +1,4 @@
-"""Tiny builder functions: config (+ weight files) -> parts -> :class:`GazeCLIP`."""
+"""Tiny builder functions: config (+ weight files) -> parts -> a :class:`Detector` (GazeCLIP or a baseline)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ from pathlib import Path
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
+from gazeclip_cli.core.errors import ConfigError, WeightsError
 from gazeclip_cli.core.model.agpm import AGPM
 from gazeclip_cli.core.model.clip_towers import build_clip
-from gazeclip_cli.core.model.config import GazeCLIPConfig
+from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, TimmConfig, load_architecture
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
 from gazeclip_cli.core.model.gaze_estimator import GazeEstimator, GazeEstimatorConfig, build_gaze_estimator
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
 from gazeclip_cli.core.model.prompts import class_prompts, load_templates
 from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
-from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights
-from gazeclip_cli.core.weights.locate import resolve_weight, weights_dir
+from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights, read_state_dict
+from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, resolve_weight, weight_spec, weights_dir
 
 
 @dataclass
@@ -66,13 +68,16 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
     weights = weights or WeightSources()
     directory = weights_dir(weights.directory)
     loaded: dict[str, Path] = {}
+    uses_clip = cfg.use_gie or cfg.use_lre
+    clip_path = None
+    if uses_clip and weights.pretrained and cfg.clip.weights:  # a missing file fails before any building
+        clip_path = resolve_weight(cfg.clip.weights, directory, weights.overrides.get(cfg.clip.weights))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        clip = build_clip(cfg.clip) if (cfg.use_gie or cfg.use_lre) else None
-        if clip is not None and weights.pretrained and cfg.clip.weights:
-            path = resolve_weight(cfg.clip.weights, directory, weights.overrides.get(cfg.clip.weights))
-            load_clip_weights(clip, path)
-            loaded[cfg.clip.weights] = path
+        clip = build_clip(cfg.clip) if uses_clip else None
+        if clip is not None and clip_path is not None:
+            load_clip_weights(clip, clip_path)
+            loaded[cfg.clip.weights] = clip_path
         gaze_encoder = None
         if cfg.use_gaze_encoder:
             estimator, path = build_frozen_gaze_estimator(cfg.gaze, weights)
@@ -112,3 +117,58 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
         model = GazeCLIP(cfg, gaze_encoder, agpm, gie, lre, tokens)
     model.pretrained_files = loaded
     return model
+
+
+def build_timm_detector(cfg: TimmConfig, weights: WeightSources | None = None, seed: int = 0) -> Detector:
+    """A timm backbone with the two experts; the named pretrained backbone weights unless ``weights.pretrained`` is False.
+
+    Random initialisation is deterministic in ``seed`` and does not touch the global RNG.
+    """
+    from gazeclip_cli.core.model.timm_detector import TimmDetector, build_timm_backbone
+
+    weights = weights or WeightSources()
+    loaded: dict[str, Path] = {}
+    state = None
+    if weights.pretrained and cfg.weights:
+        path = resolve_weight(cfg.weights, weights_dir(weights.directory), weights.overrides.get(cfg.weights))
+        state = read_state_dict(path)
+        loaded[cfg.weights] = path
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = build_timm_backbone(cfg, state, source=str(loaded.get(cfg.weights, "")))
+        model = TimmDetector(cfg, backbone)
+    model.pretrained_files = loaded
+    return model
+
+
+def build_model(cfg: DetectorConfig, weights: WeightSources | None = None, seed: int = 0) -> Detector:
+    """The network of any architecture family, through its builder."""
+    if isinstance(cfg, TimmConfig):
+        return build_timm_detector(cfg, weights, seed)
+    return build_gazeclip(cfg, weights, seed)
+
+
+def weight_names(cfg: DetectorConfig) -> list[str]:
+    """The named weight files a config loads (none for a test config with random towers)."""
+    if isinstance(cfg, TimmConfig):
+        return [cfg.weights] if cfg.weights else []
+    used = ((cfg.clip.weights, cfg.use_gie or cfg.use_lre), (cfg.gaze.weights, cfg.use_gaze_encoder))
+    return [name for name, needed in used if name and needed]
+
+
+def resolve_weight_names(names: list[str]) -> list[str]:
+    """Weight names from weight names or architecture names (an architecture gives the files it loads)."""
+    out: list[str] = []
+    for name in names:
+        if weight_spec(name) is not None:
+            wanted = [name]
+        else:
+            try:
+                wanted = weight_names(load_architecture(name))
+            except ConfigError:
+                raise WeightsError(
+                    f"unknown weight or architecture '{name}' (weights: {', '.join(KNOWN_WEIGHTS)}, "
+                    "or timm-<model>.<tag>; or an architecture name)"
+                ) from None
+        out += [w for w in wanted if w not in out]
+    return out

@@ -1,20 +1,28 @@
-"""Configuration dataclasses of the GazeCLIP network, one comment per field.
+"""Configuration dataclasses of every architecture, one comment per field.
 
-Named architectures (``gazeclip_cli/core/architectures/*.toml``) are read into
-:class:`GazeCLIPConfig`; every ablation of the paper's Tables IV, VI and IX-XIII is a
-field here, not a code fork.
+Named architectures (``gazeclip_cli/core/architectures/*.toml``) are read into the config of
+their ``family``: :class:`GazeCLIPConfig` (GazeCLIP, its ablations of Tables IV, VI and IX-XIII,
+and the CLIP baselines) or :class:`TimmConfig` (a timm backbone with the two experts).
+``timm:<model>`` names any timm backbone without a file.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from gazeclip_cli.core.config_io import from_dict, read_toml
-from gazeclip_cli.core.errors import ConfigError
-from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS, GazeEstimatorConfig
+from gazeclip_cli.core.errors import ConfigError, unknown_key_message
+from gazeclip_cli.core.model.gaze_estimator import (
+    GAZE_ESTIMATORS,
+    GazeEstimatorConfig,
+    release_weights_owner,
+)
 
 
 @dataclass(frozen=True)
@@ -92,16 +100,35 @@ PAPER_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("StyleGAN3", "EFS", "GAN"),
 )
 
+
+class _Classified:
+    """What every architecture config shares: attribution classes, and checks that raise the first failure."""
+
+    classes: tuple[ClassSpec, ...]
+
+    @property
+    def num_classes(self) -> int:
+        """x: attribution logits (real + seen generators)."""
+        return len(self.classes)
+
+    @staticmethod
+    def _check(checks: list[tuple[bool, str]]) -> None:
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
 AWS_PLACEMENTS = ("before", "between", "after")
 GI_QUERIES = ("cls", "patch", "all")
 PIXEL_NORMS = ("unit", "clip")
 
 
 @dataclass(frozen=True)
-class GazeCLIPConfig:
+class GazeCLIPConfig(_Classified):
     """The whole network. Defaults are the paper's (Section IV-A)."""
 
     name: str = "gazeclip-vit-b-32"  # architecture name
+    family: str = "gazeclip"  # which config and model class (GazeCLIP and the CLIP baselines)
     clip: ClipConfig = field(default_factory=ClipConfig)
     gaze: GazeEstimatorConfig = field(default_factory=GazeEstimatorConfig)
     agpm: AGPMConfig = field(default_factory=AGPMConfig)
@@ -134,6 +161,7 @@ class GazeCLIPConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.family == "gazeclip", "family must be 'gazeclip' for this config"),
             (self.aws_placement in AWS_PLACEMENTS, f"aws_placement must be one of {AWS_PLACEMENTS}"),
             (self.aws_init in ("normal", "ones"), "aws_init must be 'normal' or 'ones'"),
             (self.gi_query in GI_QUERIES, f"gi_query must be one of {GI_QUERIES}"),
@@ -151,24 +179,84 @@ class GazeCLIPConfig:
             (len(self.classes) >= 2, "at least two attribution classes are needed"),
             (self.gaze.name in GAZE_ESTIMATORS, f"gaze.name must be one of {sorted(GAZE_ESTIMATORS)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def num_classes(self) -> int:
-        """x: attribution logits (real + seen generators)."""
-        return len(self.classes)
+        self._check(checks)
+        owner = release_weights_owner(self.gaze.weights)
+        if owner is not None and owner != self.gaze.name:
+            own = GAZE_ESTIMATORS[self.gaze.name].weights_name
+            fix = f"set gaze.weights = '{own}'" if own else "give it a weight file of its own"
+            raise ValueError(
+                f"gaze.weights '{self.gaze.weights}' is the {owner} estimator's checkpoint; "
+                f"with gaze.name = '{self.gaze.name}' {fix}"
+            )
 
     @property
     def uses_gaze(self) -> bool:
         return self.use_gaze_encoder
 
     @property
+    def image_size(self) -> int:
+        """H of the network's input images."""
+        return self.clip.vision.image_size
+
+    @property
     def text_length(self) -> int:
         """t: tokens of the concatenated prompts."""
         return self.clip.text.context_length * len(self.prompt_levels)
 
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class TimmConfig(_Classified):
+    """A timm backbone, fine-tuned, with the attribution and detection experts on its pooled features.
+
+    The paper's rule (Section IV-B) for a detection model: add the attribution expert, so every
+    method does DFAD with the same two heads. No gaze, no text.
+    """
+
+    name: str = "resnet-18"  # architecture name
+    family: str = "timm"  # which config and model class
+    model_name: str = "resnet18"  # timm model name (one of timm.list_models())
+    pretrained_tag: str = "tv_in1k"  # timm pretrained tag: the weights `gazeclip weights fetch` downloads
+    weights: str = (
+        "timm-resnet18.tv_in1k"  # weight name in the weights folder; "" = random (test configs only)
+    )
+    image_size: int = 224  # input side; the cache's 256 crops are resized to it (resize_crop)
+    mean: tuple[float, ...] = (
+        IMAGENET_MEAN  # per-channel mean applied to pixels / 255 (timm's pretrained_cfg)
+    )
+    std: tuple[float, ...] = IMAGENET_STD  # per-channel std (timm's pretrained_cfg)
+    model_args: dict[str, Any] = field(
+        default_factory=dict
+    )  # extra timm.create_model arguments (tiny variants)
+    classes: tuple[ClassSpec, ...] = PAPER_CLASSES  # attribution classes, index = DFA label (x = len)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.family == "timm", "family must be 'timm' for this config"),
+            (bool(self.model_name), "model_name must name a timm model"),
+            (self.image_size >= 16, "image_size must be at least 16"),
+            (len(self.mean) == 3 and len(self.std) == 3, "mean and std need three values (RGB)"),
+            (all(v > 0 for v in self.std), "std values must be positive"),
+            (len(self.classes) >= 2, "at least two attribution classes are needed"),
+            (
+                not {"num_classes", "pretrained", "img_size"} & set(self.model_args),
+                "model_args cannot set num_classes, pretrained or img_size (the config sets them)",
+            ),
+        ]
+        self._check(checks)
+
+    @property
+    def uses_gaze(self) -> bool:
+        return False
+
+
+DetectorConfig = GazeCLIPConfig | TimmConfig
+FAMILIES: dict[str, type] = {"gazeclip": GazeCLIPConfig, "timm": TimmConfig}
+TIMM_PREFIX = "timm:"
+RECIPE_TABLE = "train"  # an architecture file's own run settings (core/train/run_config.py reads them)
 
 ARCHITECTURES_PACKAGE = "gazeclip_cli.core.architectures"
 
@@ -179,25 +267,89 @@ def list_architectures() -> list[str]:
     return sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml"))
 
 
-def config_from_toml_data(data: dict[str, Any], where: str) -> GazeCLIPConfig:
-    return from_dict(GazeCLIPConfig, data, where)
+def config_from_toml_data(data: dict[str, Any], where: str) -> DetectorConfig:
+    """The config of the table's ``family`` (``gazeclip`` when absent, as in folders written before families)."""
+    family = data.get("family", "gazeclip")
+    if family not in FAMILIES:
+        raise ConfigError(unknown_key_message(str(family), FAMILIES, f"{where}: family"))
+    return from_dict(FAMILIES[family], data, where)
 
 
-def load_architecture(name_or_path: str | Path, **overrides: Any) -> GazeCLIPConfig:
-    """A named architecture, or a TOML file path, with optional top-level field overrides."""
+def timm_pretrained_cfg(model_name: str, tag: str = "") -> Any:
+    """timm's pretrained config of ``model_name.tag`` (the default tag when empty); ConfigError if unknown."""
+    import timm
+
+    try:
+        pretrained = timm.models.get_pretrained_cfg(f"{model_name}.{tag}" if tag else model_name)
+    except RuntimeError:
+        pretrained = None
+    if pretrained is None:
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{model_name}.*")]
+        raise ConfigError(
+            f"timm model '{model_name}' has no pretrained tag '{tag}' (known: {', '.join(tags) or 'none'})"
+        )
+    return pretrained
+
+
+def timm_architecture_data(spec: str) -> dict[str, Any]:
+    """The architecture table of ``timm:<model>[.<tag>]``: timm's default input size and normalisation.
+
+    Reads timm's model registry only (no network). The weight name is ``timm-<model>.<tag>``.
+    """
+    import timm
+
+    model_name, _, tag = spec.partition(".")
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (see timm.list_models())"
+        raise ConfigError(f"unknown timm model '{model_name}'{hint}")
+    pretrained = timm_pretrained_cfg(model_name, tag)
+    tag = tag or pretrained.tag or ""
+    return {
+        "family": "timm",
+        "name": f"{TIMM_PREFIX}{model_name}" + (f".{tag}" if tag else ""),
+        "model_name": model_name,
+        "pretrained_tag": tag,
+        "weights": f"timm-{model_name}" + (f".{tag}" if tag else ""),
+        "image_size": int(pretrained.input_size[-1]),
+        "mean": list(pretrained.mean),
+        "std": list(pretrained.std),
+    }
+
+
+def architecture_data(name_or_path: str | Path) -> dict[str, Any]:
+    """The raw TOML table of a named architecture, a ``timm:<model>`` name, or a .toml file."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
-        cfg = config_from_toml_data(read_toml(path), str(path))
-    else:
-        name = str(name_or_path)
-        if name not in list_architectures():
-            raise ConfigError(
-                f"unknown architecture '{name}' (known: {', '.join(list_architectures())}; or pass a .toml path)"
-            )
-        res = resources.files(ARCHITECTURES_PACKAGE) / f"{name}.toml"
-        import tomllib
+        return read_toml(path)
+    name = str(name_or_path)
+    if name.startswith(TIMM_PREFIX):
+        return timm_architecture_data(name[len(TIMM_PREFIX) :])
+    if name not in list_architectures():
+        raise ConfigError(
+            f"unknown architecture '{name}' (known: {', '.join(list_architectures())}; "
+            "or timm:<model name>, or a .toml path)"
+        )
+    res = resources.files(ARCHITECTURES_PACKAGE) / f"{name}.toml"
+    return tomllib.loads(res.read_text(encoding="utf-8"))
 
-        cfg = config_from_toml_data(tomllib.loads(res.read_text(encoding="utf-8")), f"architecture {name}")
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` on top, nested tables merged key by key."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_architecture(name_or_path: str | Path, **overrides: Any) -> DetectorConfig:
+    """A named architecture, ``timm:<model>``, or a TOML file path, with optional top-level field overrides."""
+    data = architecture_data(name_or_path)
+    data.pop(RECIPE_TABLE, None)
+    cfg = config_from_toml_data(data, f"architecture {name_or_path}")
     try:
         return replace(cfg, **overrides) if overrides else cfg
     except (TypeError, ValueError) as exc:

@@ -1,18 +1,24 @@
 """A trained model is a folder: load it with nothing else.
 
 Contents:
-- ``config.toml``: the :class:`GazeCLIPConfig` (classes included);
+- ``config.toml``: the architecture's config (its ``family`` says which; classes included);
 - ``weights.safetensors``: every tensor except the frozen pretrained tower weights, which
   come from the named weight files whose SHA-256 is recorded (a folder built on random
   towers, like the tiny demo model, holds every tensor);
-- ``meta.json``: format version, tool version, class names, preprocessing, weight-file
-  checksums, what it was trained on, and free-form training metadata.
+- ``meta.json``: format version, tool version, class names, preprocessing (the model's
+  input facts and the training cache's settings record, ``preprocessing.cache``, from which
+  ``attribute``, ``scan`` and ``evaluate`` prepare faces), weight-file checksums (and which of
+  those files loading needs), what it was trained on, and free-form training metadata.
+
+Format 2 added ``preprocessing.cache``; format 1 folders still load (their record is
+missing, so readers state the defaults they assume).
 
 Nothing is unpickled: config and meta are text, weights are safetensors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -27,13 +33,14 @@ from safetensors.torch import load_file
 from gazeclip_cli import __version__
 from gazeclip_cli.core.config_io import dumps_toml, read_toml, to_dict
 from gazeclip_cli.core.errors import GazeclipError, ModelFolderError
-from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
-from gazeclip_cli.core.model.config import GazeCLIPConfig, config_from_toml_data
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
+from gazeclip_cli.core.model.builder import WeightSources, build_model
+from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, config_from_toml_data
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.weights.locate import sha256_file
 from gazeclip_cli.core.weights.store import save_safetensors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: no preprocessing.cache record (the settings it implies are unknown)
 TEXT_ONLY_PREFIXES = ("lre.", "logit_scale")  # train-path tensors the test path never reads
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "weights.safetensors"
@@ -45,7 +52,7 @@ class ModelFolder:
     """A loaded model folder."""
 
     path: Path
-    model: GazeCLIP
+    model: Detector
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,50 +60,50 @@ class ModelFolder:
         return [c.name for c in self.model.cfg.classes]
 
 
-def preprocessing_of(cfg: GazeCLIPConfig) -> dict[str, Any]:
-    """What the model expects its inputs to look like."""
+def preprocessing_record(cfg: DetectorConfig, cache: dict[str, Any] | None) -> dict[str, Any]:
+    """``meta.json``'s ``preprocessing``: the model's input facts and the training cache's settings record.
+
+    Args:
+        cfg: the model's config (image size, pixel normalisation, gaze estimator).
+        cache: the training cache's settings record
+            (:meth:`~gazeclip_cli.core.data.cache.CacheSettings.to_dict`), or None when the
+            cache recorded none.
+    """
+    if not isinstance(cfg, GazeCLIPConfig):
+        return {
+            "image_size": cfg.image_size,  # the 256 crops are resized to this
+            "pixel_scale": "pixels / 255",
+            "pixel_norm": {"mean": list(cfg.mean), "std": list(cfg.std)},
+            "gaze": None,
+            "cache": cache,
+        }
     return {
-        "image_size": cfg.clip.vision.image_size,
+        "image_size": cfg.image_size,  # the 256 crops are resized to this
         "pixel_scale": "pixels / 255",
         "pixel_norm": cfg.pixel_norm,
         "gaze_patch_size": 224,
-        "gaze_normalisation": "ETH-XGaze (focal 960, distance 600)",
         "gaze_estimator": cfg.gaze.name,
+        "cache": cache,
     }
 
 
-def pretrained_keys(model: GazeCLIP) -> set[str]:
+def pretrained_keys(model: Detector) -> set[str]:
     """State-dict names of frozen tensors that come unchanged from named weight files."""
-    cfg = model.cfg
-    keys: set[str] = set()
-    names = dict(model.named_parameters())
-    state = model.state_dict()
-    if cfg.clip.weights and cfg.clip.weights in model.pretrained_files:
-        prefixes = []
-        if model.gie is not None:
-            prefixes.append("gie.visual.")
-        if model.lre is not None:
-            prefixes += ["lre.token_embedding.", "lre.transformer.", "lre.ln_final.", "lre.text_projection"]
-        for k in state:
-            if (
-                k.startswith(tuple(prefixes))
-                and "lora_" not in k
-                and not (k in names and names[k].requires_grad)
-            ):
-                keys.add(k)
-    if cfg.gaze.weights and cfg.gaze.weights in model.pretrained_files and not cfg.finetune_gaze_estimator:
-        keys |= {k for k in state if k.startswith("gaze_encoder.estimator.")}
-    return keys
+    return model.frozen_pretrained_keys()
 
 
 def save_model_folder(
-    model: GazeCLIP,
+    model: Detector,
     folder: str | Path,
     *,
     trained_on: str = "",
+    preprocessing: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as a model folder (atomically per file); returns the folder."""
+    """Write ``model`` as a model folder (atomically per file); returns the folder.
+
+    ``preprocessing`` is the training cache's settings record (None: it recorded none).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     skip = pretrained_keys(model)
@@ -108,12 +115,15 @@ def save_model_folder(
         "format": FORMAT_VERSION,
         "tool_version": __version__,
         "architecture": model.cfg.name,
+        "family": model.cfg.family,
         "class_names": [c.name for c in model.cfg.classes],
-        "preprocessing": preprocessing_of(model.cfg),
+        "preprocessing": preprocessing_record(model.cfg, preprocessing),
         "weight_files": {
             name: {"file": Path(path).name, "sha256": sha256_file(Path(path))}
             for name, path in sorted(model.pretrained_files.items())
         },
+        # Loading builds from every named file or from none: the files matter only when tensors were left out.
+        "needs_weight_files": sorted(model.pretrained_files) if skip else [],
         "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
         "trained_on": trained_on,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -130,6 +140,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def model_folder_sha256(folder: str | Path, meta: dict[str, Any], weights_sha256: str) -> str:
+    """One hash of what decides a folder's outputs: its config, its weights and the weight files it names.
+
+    ``weights_sha256`` is the SHA-256 of ``weights.safetensors`` (the caller has usually computed
+    it already); meta.json's timestamps are left out, so re-saving the same model gives the same hash.
+    """
+    folder = Path(folder)
+    parts = {
+        CONFIG_FILE: sha256_file(folder / CONFIG_FILE),
+        WEIGHTS_FILE: weights_sha256,
+        "weight_files": {k: v.get("sha256", "") for k, v in sorted(meta.get("weight_files", {}).items())},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def read_meta(folder: str | Path) -> dict[str, Any]:
     """meta.json of a model folder, checked for presence and format version."""
     folder = Path(folder)
@@ -144,10 +169,11 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFolderError(f"{folder / META_FILE}: unreadable ({exc})") from None
-    if meta.get("format") != FORMAT_VERSION:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ModelFolderError(
             f"{folder}: model folder format {meta.get('format')!r} was written by an incompatible gazeclip "
-            f"(version {meta.get('tool_version', '?')}); this version reads format {FORMAT_VERSION}"
+            f"(version {meta.get('tool_version', '?')}); this version reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     return meta
 
@@ -171,11 +197,11 @@ def load_model_folder(
     except GazeclipError as exc:
         raise ModelFolderError(f"{folder}: config does not fit this version: {exc}") from None
     recorded = meta.get("weight_files", {})
+    needed = meta.get("needs_weight_files", sorted(recorded))  # folders before the key needed them all
     sources = weights or WeightSources()
-    sources = WeightSources(
-        pretrained=bool(recorded), directory=sources.directory, overrides=sources.overrides
-    )
-    model = build_gazeclip(cfg if with_text else replace(cfg, use_lre=False), sources)
+    sources = WeightSources(pretrained=bool(needed), directory=sources.directory, overrides=sources.overrides)
+    text_free = isinstance(cfg, GazeCLIPConfig) and not with_text
+    model = build_model(replace(cfg, use_lre=False) if text_free else cfg, sources)
     if verify_checksums:
         for name, info in recorded.items():
             path = model.pretrained_files.get(name)
@@ -188,7 +214,7 @@ def load_model_folder(
         tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise ModelFolderError(f"{folder / WEIGHTS_FILE}: unreadable ({exc})") from None
-    if not with_text and cfg.use_lre:
+    if text_free and cfg.use_lre:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
     expected = set(model.state_dict()) - pretrained_keys(model)
     missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())

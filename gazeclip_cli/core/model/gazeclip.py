@@ -8,13 +8,13 @@ The model receives already-built parts (see ``builder.py``). Inputs are describe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from gazeclip_cli.core.model.agpm import AGPM
 from gazeclip_cli.core.model.config import GazeCLIPConfig
+from gazeclip_cli.core.model.detector import CamLayer, Detector, DetectorOutput, ParameterGroups
 from gazeclip_cli.core.model.gaze_encoder import GazeEncoder
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
 from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
@@ -22,22 +22,10 @@ from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-
-@dataclass
-class GazeCLIPOutput:
-    """What one forward pass returns (tensors on the model's device)."""
-
-    attribution_logits: torch.Tensor  # (B, x)
-    detection_logits: torch.Tensor  # (B, 2)
-    visual_features: torch.Tensor  # I_v_g, (B, s)
-    gaze: torch.Tensor | None  # (pitch, yaw) used, (B, 2); None without a gaze encoder
-    text_features: torch.Tensor | None = (
-        None  # T_l_g of each distinct class in the batch, (U, s); train path only
-    )
-    text_classes: torch.Tensor | None = None  # class index of each text_features row, (U,)
+GazeCLIPOutput = DetectorOutput  # the name the GazeCLIP code and its tests grew up with
 
 
-class GazeCLIP(nn.Module):
+class GazeCLIP(Detector):
     """The whole network; parts are None where an ablation switches them off.
 
     Args:
@@ -87,7 +75,19 @@ class GazeCLIP(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def visual(
+    @property
+    def uses_gaze(self) -> bool:
+        return self.gaze_encoder is not None
+
+    @property
+    def gaze_estimator(self) -> nn.Module | None:
+        return self.gaze_encoder.estimator if self.gaze_encoder is not None else None
+
+    @property
+    def uses_text(self) -> bool:
+        return self.lre is not None
+
+    def features(
         self,
         images: torch.Tensor,
         gaze_patches: torch.Tensor | None = None,
@@ -117,24 +117,75 @@ class GazeCLIP(nn.Module):
             raise RuntimeError("this model has no language refinement encoder")
         return self.lre(self.prompt_tokens[class_indices])
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        gaze_patches: torch.Tensor | None = None,
-        gaze: torch.Tensor | None = None,
-        attribution_labels: torch.Tensor | None = None,
-    ) -> GazeCLIPOutput:
-        """Test path when ``attribution_labels`` is None; otherwise also the text of each distinct class."""
-        visual, gaze = self.visual(images, gaze_patches, gaze)
-        out = GazeCLIPOutput(
-            attribution_logits=self.attribution_expert(visual),
-            detection_logits=self.detection_expert(visual),
-            visual_features=visual,
-            gaze=gaze,
-        )
-        if attribution_labels is not None and self.lre is not None:
-            # One text pass per distinct prompt set in the batch, never one per sample.
-            classes = torch.unique(attribution_labels)
-            out.text_features = self.encode_text(classes)
-            out.text_classes = classes
-        return out
+    def attach_text(self, out: DetectorOutput, attribution_labels: torch.Tensor) -> None:
+        """T_l_g of each distinct class in the batch into ``out``: one text pass per prompt set, never per sample."""
+        classes = torch.unique(attribution_labels)
+        out.text_features = self.encode_text(classes)
+        out.text_classes = classes
+
+    def frozen_pretrained_keys(self) -> set[str]:
+        cfg = self.cfg
+        keys: set[str] = set()
+        names = dict(self.named_parameters())
+        state = self.state_dict()
+        if cfg.clip.weights and cfg.clip.weights in self.pretrained_files:
+            prefixes = []
+            if self.gie is not None:
+                prefixes.append("gie.visual.")
+            if self.lre is not None:
+                prefixes += [
+                    "lre.token_embedding.",
+                    "lre.transformer.",
+                    "lre.ln_final.",
+                    "lre.text_projection",
+                ]
+            for k in state:
+                if (
+                    k.startswith(tuple(prefixes))
+                    and "lora_" not in k
+                    and not (k in names and names[k].requires_grad)
+                ):
+                    keys.add(k)
+        if cfg.gaze.weights and cfg.gaze.weights in self.pretrained_files and not cfg.finetune_gaze_estimator:
+            keys |= {k for k in state if k.startswith("gaze_encoder.estimator.")}
+        return keys
+
+    def parameter_groups(self) -> ParameterGroups:
+        """Parameters grouped by the paper's modules."""
+        return [
+            ("gaze estimator (GE, frozen)", lambda n: n.startswith("gaze_encoder.estimator.")),
+            ("gaze adapter (GE)", lambda n: n.startswith("gaze_encoder.adapter.")),
+            ("AGPM appearance encoder", lambda n: n.startswith("agpm.encoder.")),
+            ("AGPM transformer + tokens", lambda n: n.startswith("agpm.") or n.startswith("gaze_to_agpm.")),
+            ("GIE gaze injectors", lambda n: n.startswith("gie.injectors.")),
+            ("GIE LoRA", lambda n: n.startswith("gie.") and "lora_" in n),
+            ("GIE CLIP image tower (frozen)", lambda n: n.startswith("gie.")),
+            ("LRE word selectors (AWS)", lambda n: n.startswith("lre.selectors.")),
+            ("LRE LoRA", lambda n: n.startswith("lre.") and "lora_" in n),
+            ("LRE position embedding + LP", lambda n: n in ("lre.positional_embedding", "lre.learnable")),
+            ("LRE CLIP text tower (frozen)", lambda n: n.startswith("lre.")),
+            ("fusion (W_ig, W_ag)", lambda n: n.startswith("fuse_")),
+            (
+                "experts (attribution, detection)",
+                lambda n: n.startswith(("attribution_expert.", "detection_expert.")),
+            ),
+            ("temperature", lambda n: n == "logit_scale"),
+        ]
+
+    def cam_layer(self) -> CamLayer | None:
+        """The patch tokens entering the last GIE block, after its first LayerNorm.
+
+        After the last block only the class token reaches the experts, so the tokens that block
+        receives are the last ones whose gradient is informative (the usual choice for ViTs,
+        ``blocks[-1].norm1`` in pytorch-grad-cam).
+        """
+        if self.gie is None:
+            return None
+        visual = self.gie.visual
+        grid_h, grid_w = visual.grid_size
+        m = grid_h * grid_w
+
+        def to_map(t: torch.Tensor) -> torch.Tensor:
+            return t[0, -m:].T.reshape(-1, grid_h, grid_w)  # (1, 1 + m, d) -> (d, h, w)
+
+        return CamLayer(visual.transformer.resblocks[-1].ln_1, to_map)

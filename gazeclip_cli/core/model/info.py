@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
-
-PAPER_TABLE_VII = {"params_m": 204.40, "gflops": 17.65, "seconds_per_image_a100": 0.192}
+from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.model.paper import paper_row
 
 
 @dataclass
@@ -59,34 +58,15 @@ class ModelInfo:
                 "test_path": self.test_path_flops // 2,
                 "train_path": self.train_path_flops // 2,
             },
-            "paper_table_vii": PAPER_TABLE_VII,
+            "paper_table_vii": row.as_dict() if (row := paper_row(self.architecture)) else None,
         }
 
 
-def _groups(model: GazeCLIP) -> list[tuple[str, list[torch.nn.Parameter]]]:
-    """Parameters grouped by the paper's modules; every parameter lands in exactly one group."""
-    named = list(model.named_parameters())
-    rules = [
-        ("gaze estimator (GE, frozen)", lambda n: n.startswith("gaze_encoder.estimator.")),
-        ("gaze adapter (GE)", lambda n: n.startswith("gaze_encoder.adapter.")),
-        ("AGPM appearance encoder", lambda n: n.startswith("agpm.encoder.")),
-        ("AGPM transformer + tokens", lambda n: n.startswith("agpm.") or n.startswith("gaze_to_agpm.")),
-        ("GIE gaze injectors", lambda n: n.startswith("gie.injectors.")),
-        ("GIE LoRA", lambda n: n.startswith("gie.") and "lora_" in n),
-        ("GIE CLIP image tower (frozen)", lambda n: n.startswith("gie.")),
-        ("LRE word selectors (AWS)", lambda n: n.startswith("lre.selectors.")),
-        ("LRE LoRA", lambda n: n.startswith("lre.") and "lora_" in n),
-        ("LRE position embedding + LP", lambda n: n in ("lre.positional_embedding", "lre.learnable")),
-        ("LRE CLIP text tower (frozen)", lambda n: n.startswith("lre.")),
-        ("fusion (W_ig, W_ag)", lambda n: n.startswith("fuse_")),
-        (
-            "experts (attribution, detection)",
-            lambda n: n.startswith(("attribution_expert.", "detection_expert.")),
-        ),
-        ("temperature", lambda n: n == "logit_scale"),
-    ]
+def _groups(model: Detector) -> list[tuple[str, list[torch.nn.Parameter]]]:
+    """Parameters grouped by the model's own modules; every parameter lands in exactly one group."""
+    rules = model.parameter_groups()
     groups: dict[str, list] = {label: [] for label, _ in rules}
-    for name, p in named:
+    for name, p in model.named_parameters():
         for label, match in rules:
             if match(name):
                 groups[label].append(p)
@@ -103,7 +83,7 @@ def count_flops(fn, *args, **kwargs) -> int:
 
 
 @torch.no_grad()
-def model_info(model: GazeCLIP) -> ModelInfo:
+def model_info(model: Detector) -> ModelInfo:
     """Parameter breakdown and per-image FLOPs of the test and train paths (on the model's device)."""
     cfg = model.cfg
     modules = [
@@ -113,12 +93,12 @@ def model_info(model: GazeCLIP) -> ModelInfo:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    size = cfg.clip.vision.image_size
+    size = cfg.image_size
     images = torch.rand(1, 3, size, size, device=device)
-    patches = torch.rand(1, 3, 224, 224, device=device) if model.gaze_encoder is not None else None
+    patches = torch.rand(1, 3, 224, 224, device=device) if model.uses_gaze else None
     test_flops = count_flops(model, images, patches)
     text_flops = 0
-    if model.lre is not None:
+    if model.uses_text:
         text_flops = count_flops(model.encode_text, torch.zeros(1, dtype=torch.long, device=device))
     model.train(was_training)
     return ModelInfo(

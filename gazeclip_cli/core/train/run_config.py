@@ -1,26 +1,27 @@
 """Run configuration of `gazeclip train`: the paper's recipe by default, every value overridable.
 
 A run config is a TOML file (see ``configs/train-paper.toml``) whose ``[model]`` table
-overrides fields of the architecture (ablations), nested tables included. The effective
-config is saved with the run.
+overrides fields of the architecture (ablations), nested tables included. An architecture
+file's own ``[train]`` table replaces the paper's defaults for that architecture; the run
+config and the command line override both. The effective config is saved with the run.
 """
 
 from __future__ import annotations
 
-import copy
-import tomllib
+import difflib
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from gazeclip_cli.core.config_io import from_dict, read_toml
 from gazeclip_cli.core.errors import ConfigError
+from gazeclip_cli.core.evaluate.metrics import AVERAGE_KEYS, AVERAGED_METRICS
 from gazeclip_cli.core.model.config import (
-    ARCHITECTURES_PACKAGE,
-    GazeCLIPConfig,
+    RECIPE_TABLE,
+    DetectorConfig,
+    architecture_data,
     config_from_toml_data,
-    list_architectures,
+    deep_merge,
 )
 
 
@@ -43,7 +44,9 @@ class RunConfig:
     checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N steps (0 = end of epoch only)
     log_every_steps: int = 10  # step records in metrics.jsonl
     max_steps_per_epoch: int = 0  # cap on steps per epoch (0 = the whole split); for smoke runs
-    val_metric: str = "val_closed_set_acc"  # validation metric that picks the best epoch (higher is better)
+    val_metric: str = (
+        "val_seen_closed_set_acc"  # picks the best epoch (higher is better); evaluate's averages
+    )
     use_cached_gaze: bool = True  # read (pitch, yaw) from the preprocessing cache when it has them
 
     def __post_init__(self) -> None:
@@ -52,22 +55,41 @@ class RunConfig:
         if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
             raise ValueError("batch_size >= 1, epochs >= 0 and lr > 0 are required")
         if self.val_metric not in VAL_METRICS:
-            raise ValueError(f"val_metric must be one of {VAL_METRICS}")
+            close = difflib.get_close_matches(self.val_metric, VAL_METRICS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(
+                f"unknown val_metric '{self.val_metric}'; {hint}use val_<seen|unseen>_<metric>, "
+                f"metric one of {', '.join(AVERAGED_METRICS)}"
+            )
 
 
-VAL_METRICS = (
-    "val_closed_set_acc",
-    "val_open_set_acc",
-    "val_detection_auc",
-    "val_detection_acc",
-    "neg_val_loss",
-)
+# The averages evaluate prints, over the val split's seen or unseen sets (core/evaluate/metrics.py).
+VAL_METRICS = tuple(f"val_{key}" for key in AVERAGE_KEYS)
+
+
+def architecture_recipe(architecture: str) -> dict[str, Any]:
+    """The ``[train]`` table of an architecture file (run settings that differ from the paper's), checked."""
+    recipe = architecture_data(architecture).get(RECIPE_TABLE, {})
+    where = f"architecture {architecture}: [{RECIPE_TABLE}]"
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"{where}: must be a table of run settings")
+    for key in ("architecture", "model"):
+        if key in recipe:
+            raise ConfigError(f"{where}: '{key}' is not a training setting")
+    from_dict(RunConfig, recipe, where)  # unknown keys and bad values named here, not in the run config
+    return recipe
 
 
 def load_run_config(path: str | Path | None, **overrides: Any) -> RunConfig:
-    """A run config from TOML (or the defaults), with command-line overrides (None values ignored)."""
+    """A run config from TOML (or the defaults), with command-line overrides (None values ignored).
+
+    Precedence, lowest first: the paper's defaults, the architecture's ``[train]`` table, the
+    run config file, the command line.
+    """
     data = read_toml(Path(path)) if path else {}
-    cfg = from_dict(RunConfig, data, str(path) if path else "run config")
+    architecture = overrides.get("architecture") or data.get("architecture") or RunConfig.architecture
+    recipe = architecture_recipe(str(architecture))
+    cfg = from_dict(RunConfig, {**recipe, **data}, str(path) if path else "run config")
     given = {k: v for k, v in overrides.items() if v is not None}
     known = {f.name for f in fields(RunConfig)}
     for key in given:
@@ -79,30 +101,10 @@ def load_run_config(path: str | Path | None, **overrides: Any) -> RunConfig:
         raise ConfigError(f"run config: {exc}") from None
 
 
-def architecture_data(name_or_path: str) -> dict[str, Any]:
-    """The raw TOML table of a named architecture or a .toml file."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.exists():
-        return read_toml(path)
-    if name_or_path not in list_architectures():
-        raise ConfigError(f"unknown architecture '{name_or_path}' (known: {', '.join(list_architectures())})")
-    text = (resources.files(ARCHITECTURES_PACKAGE) / f"{name_or_path}.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def model_config(run: RunConfig, classes: list[dict[str, str]] | None = None) -> GazeCLIPConfig:
+def model_config(run: RunConfig, classes: list[dict[str, str]] | None = None) -> DetectorConfig:
     """The architecture with the run's ``[model]`` overrides and the data's classes."""
-    data = _deep_merge(architecture_data(run.architecture), run.model)
+    data = deep_merge(architecture_data(run.architecture), run.model)
+    data.pop(RECIPE_TABLE, None)
     if classes is not None:
         data["classes"] = classes
     return config_from_toml_data(data, f"architecture {run.architecture} with run overrides")

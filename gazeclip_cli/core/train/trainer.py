@@ -12,7 +12,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,26 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
+from gazeclip_cli.core import distributed as D
 from gazeclip_cli.core.config_io import dumps_toml, to_dict
-from gazeclip_cli.core.errors import DataError, GazeclipError
-from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+from gazeclip_cli.core.data.cache import (
+    CacheDataset,
+    cache_fingerprint,
+    check_cached_gaze,
+    classes_of,
+    read_cache,
+)
+from gazeclip_cli.core.devices import autocast_for, resolve_device
+from gazeclip_cli.core.errors import ConfigError, DataError, GazeclipError
+from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
+from gazeclip_cli.core.model.builder import WeightSources, build_model
+from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
-from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.loss import gazeclip_loss
-from gazeclip_cli.core.train import distributed as D
-from gazeclip_cli.core.train.dataset import CACHE_INDEX, CacheDataset, classes_of, read_cache
 from gazeclip_cli.core.train.run_config import RunConfig, model_config
 
 CHECKPOINT = "checkpoint.pt"
+NO_CACHED_GAZE = "or train without cached gaze (use_cached_gaze = false in the run config)"
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -48,26 +56,6 @@ class TrainResult:
     best_metric: float | None
     best_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GazeclipError(
-            f"device '{name}' requested but CUDA is not available here; use --device cpu or auto"
-        )
-    return device
-
-
-def autocast_for(device: torch.device, amp: str):
-    """bf16 autocast on CUDA (``auto``/``bf16``); CPU runs in fp32 unless bf16 is asked for."""
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    if not use:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -89,64 +77,10 @@ def _forward(model, batch, with_text: bool):
     )
 
 
-def trainable_state(model: GazeCLIP) -> dict[str, torch.Tensor]:
+def trainable_state(model: Detector) -> dict[str, torch.Tensor]:
     """Every tensor that is not a frozen pretrained weight (what a checkpoint must hold)."""
     skip = pretrained_keys(model)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in skip}
-
-
-@torch.no_grad()
-def predict(
-    model: GazeCLIP,
-    dataset: CacheDataset,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    ctx: D.DistContext,
-    amp: str = "off",
-) -> dict[str, np.ndarray]:
-    """Softmax outputs for every row of ``dataset`` (gathered across ranks, in row order)."""
-    model.eval()
-    indices = D.shard(list(range(len(dataset))), ctx)
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers)
-    att, det, idx = [], [], []
-    for batch in loader:
-        batch = _to(batch, device)
-        with autocast_for(device, amp):
-            out = _forward(model, batch, with_text=False)
-        att.append(out.attribution_logits.float().softmax(-1))
-        det.append(out.detection_logits.float().softmax(-1))
-        idx.append(batch["index"])
-    width = model.cfg.num_classes
-    a = torch.cat(att) if att else torch.zeros(0, width, device=device)
-    d = torch.cat(det) if det else torch.zeros(0, 2, device=device)
-    i = torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=device)
-    a, d, i = D.all_gather_tensor(a, ctx), D.all_gather_tensor(d, ctx), D.all_gather_tensor(i, ctx)
-    order = {}
-    for pos, k in enumerate(i.tolist()):
-        order.setdefault(k, pos)  # padding repeats a few rows: keep the first
-    keep = torch.tensor([order[k] for k in range(len(dataset))], dtype=torch.long, device=a.device)
-    return {"attribution": a[keep].cpu().numpy(), "detection": d[keep].cpu().numpy()}
-
-
-def validation_metrics(
-    probs: dict[str, np.ndarray], dataset: CacheDataset, tau: float = 0.9
-) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
-
-    dfa = np.array([r.dfa for r in dataset.rows])
-    dfd = np.array([r.dfd for r in dataset.rows])
-    att, det = probs["attribution"], probs["detection"]
-    pred = att.argmax(1)
-    metrics = {
-        "val_closed_set_acc": float((pred == dfa).mean()),
-        "val_open_set_acc": float(((pred == dfa) & (att.max(1) >= tau)).mean()),
-        "val_detection_acc": float((det.argmax(1) == dfd).mean()),
-    }
-    metrics["val_detection_auc"] = (
-        float(roc_auc_score(dfd, det[:, 1])) if len(set(dfd.tolist())) == 2 else float("nan")
-    )
-    return metrics
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -168,7 +102,7 @@ def train(
     resume: bool = False,
     weights: WeightSources | None = None,
     progress: Progress | None = None,
-    prepare_model: Callable[[GazeCLIP], None] | None = None,
+    prepare_model: Callable[[Detector], None] | None = None,
 ) -> TrainResult:
     """Train on the ``train`` split of a preprocessing cache, validate on ``val``, write a model folder.
 
@@ -183,7 +117,7 @@ def train(
             gaze estimator).
     """
     out_dir = Path(out_dir)
-    device = pick_device(run.device)
+    device = resolve_device(run.device)
     ctx = D.init_from_env(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
@@ -195,12 +129,19 @@ def train(
 
 
 def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, device, ctx) -> TrainResult:
-    rows = read_cache(cache_dir)
-    train_rows = [r for r in rows if r.split == "train"]
-    val_rows = [r for r in rows if r.split == "val"]
+    cache = read_cache(cache_dir)
+    train_rows, val_rows = cache.split("train"), cache.split("val")
     if not train_rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the 'train' split")
     cfg = model_config(run, classes_of(train_rows))
+    if val_rows:
+        check_classes([c.name for c in cfg.classes], val_rows, "val")
+        group = run.val_metric.removeprefix("val_").split("_", 1)[0]  # seen or unseen
+        if not any((r.dfa >= 0) == (group == "seen") for r in val_rows):
+            raise ConfigError(
+                f"val_metric {run.val_metric}: the val split of {cache_dir} has no {group} sets; "
+                f"pick a val_seen_* metric or add {group} rows to the val split"
+            )
     ckpt_path = out_dir / CHECKPOINT
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +155,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
     if resume and not ckpt_path.exists():
         raise GazeclipError(f"{ckpt_path}: no checkpoint to resume from")
 
-    model = build_gazeclip(cfg, weights, seed=run.seed)
+    model = build_model(cfg, weights, seed=run.seed)
     if prepare_model is not None:
         prepare_model(model)
     model.to(device)
@@ -241,10 +182,15 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         else model
     )
 
-    train_set = CacheDataset(train_rows, cfg.clip.vision.image_size, run.use_cached_gaze)
-    val_set = CacheDataset(val_rows, cfg.clip.vision.image_size, run.use_cached_gaze) if val_rows else None
+    # Cached angles only from the estimator this model runs: another's are refused, with the fix.
+    train_set = CacheDataset(train_rows, cfg.image_size, run.use_cached_gaze, model.uses_gaze)
+    val_set = (
+        CacheDataset(val_rows, cfg.image_size, run.use_cached_gaze, model.uses_gaze) if val_rows else None
+    )
+    check_cached_gaze(cache, model.gaze_estimator, train_set, val_set, also=NO_CACHED_GAZE)
+    recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
-    with_text = model.lre is not None
+    with_text = model.uses_text
     if progress:
         progress(
             "start",
@@ -252,6 +198,7 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                 "train": len(train_set),
                 "val": len(val_set or []),
                 "device": str(device),
+                "gaze": "cached angles" if train_set.cached else "patches",
                 "epochs": run.epochs,
                 "state": dict(state),
             },
@@ -336,8 +283,11 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         }
         D.broadcast_buffers(model, ctx)  # the model rank 0 saves is the model every rank validates
         if val_set is not None:
-            probs = predict(model, val_set, device, per_rank_batch, run.workers, ctx, run.amp)
-            summary.update(validation_metrics(probs, val_set))
+            # evaluate's loop and metrics: the best epoch is chosen by the numbers evaluate prints.
+            att, det = predict_dataset(
+                model, val_set, device, per_rank_batch, run.workers, ctx=ctx, amp=run.amp
+            )
+            summary.update({f"val_{k}": v for k, v in evaluate_rows(val_rows, att, det).averages().items()})
         state["epoch"] = epoch + 1
         state["step_in_epoch"] = 0
         metric = summary.get(run.val_metric)
@@ -352,7 +302,8 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
                 save_model_folder(
                     model,
                     out_dir / "model",
-                    trained_on=_cache_fingerprint(cache_dir),
+                    trained_on=cache_fingerprint(cache_dir),
+                    preprocessing=recorded,
                     extra={
                         "run": to_dict(run),
                         "epoch": epoch,
@@ -370,7 +321,8 @@ def _train(run, cache_dir, out_dir, resume, weights, progress, prepare_model, de
         save_model_folder(
             model,
             out_dir / "model",
-            trained_on=_cache_fingerprint(cache_dir),
+            trained_on=cache_fingerprint(cache_dir),
+            preprocessing=recorded,
             extra={"run": to_dict(run), "epoch": None},
         )
     return TrainResult(
@@ -438,13 +390,6 @@ def truncate_metrics(path: Path, global_step: int, epochs_done: int) -> list[dic
     tmp.write_text("".join(kept), encoding="utf-8")
     os.replace(tmp, path)
     return epochs
-
-
-def _cache_fingerprint(cache_dir: Path) -> str:
-    """SHA-256 of the cache index: what the model was trained on."""
-    from gazeclip_cli.core.weights.locate import sha256_file
-
-    return "sha256:" + sha256_file(cache_dir / CACHE_INDEX)
 
 
 __all__ = ["RunConfig", "TrainResult", "TrainingInterrupted", "asdict", "train"]

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from open_clip.model import CLIP, resize_pos_embed
 from torch import nn
 
 from gazeclip_cli.core.errors import WeightsError
+from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS
+
+if TYPE_CHECKING:  # the model layer sits above this one: its types only
+    from gazeclip_cli.core.model.gaze_estimator import GazeEstimator
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -61,7 +66,9 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return state
 
 
-def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+def _load_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str, hint: str = ""
+) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -77,7 +84,7 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, w
             parts.append(
                 f"{len(wrong)} of wrong shape (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
             )
-        raise WeightsError(f"{path}: does not fit the {what}: {'; '.join(parts)}")
+        raise WeightsError(f"{path}: does not fit the {what}: {'; '.join(parts)}{hint}")
     model.load_state_dict(state, strict=True)
 
 
@@ -94,28 +101,12 @@ def load_clip_weights(model: CLIP, path: Path) -> None:
     _load_strict(model, state, path, "CLIP model of this architecture")
 
 
-def eth_xgaze_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the official ETH-XGaze checkpoint names onto :class:`EthXGazeResNet50`'s.
+def load_gaze_weights(estimator: GazeEstimator, path: Path) -> None:
+    """Load a gaze estimator's released checkpoint (its official layout) or a state dict saved from ours.
 
-    Official: ``gaze_network.module.<resnet>`` (DataParallel inside), ``gaze_fc.0.{weight,bias}``;
-    the unused ImageNet ``fc`` of the ResNet is dropped.
+    A file that does not fit is one line naming the file, the misfit and what to put there.
     """
-    out = {}
-    for key, value in state.items():
-        k = key.removeprefix("module.")
-        if k.startswith("gaze_network."):
-            k = "backbone." + k.removeprefix("gaze_network.").removeprefix("module.")
-            if k.startswith("backbone.fc."):
-                continue
-        elif k.startswith("gaze_fc.0."):
-            k = "head." + k.removeprefix("gaze_fc.0.")
-        out[k] = value
-    return out
-
-
-def load_gaze_weights(estimator: nn.Module, path: Path) -> None:
-    """Load an ETH-XGaze checkpoint (official format) or a state dict saved from our estimator."""
-    state = read_state_dict(path)
-    if any(k.startswith(("gaze_network.", "gaze_fc.", "module.gaze_network.")) for k in state):
-        state = eth_xgaze_state(state)
-    _load_strict(estimator, state, path, f"gaze estimator {type(estimator).__name__}")
+    state = estimator.from_release(_strip_prefix(read_state_dict(path), "module."))
+    spec = KNOWN_WEIGHTS.get(estimator.weights_name)
+    hint = f"; replace it with the {spec.description}: {spec.how_to_get}" if spec else ""
+    _load_strict(estimator, state, path, f"gaze estimator {estimator.name or type(estimator).__name__}", hint)

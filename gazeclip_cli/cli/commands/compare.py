@@ -1,0 +1,74 @@
+"""`gazeclip compare`: one table from several `evaluate` result folders, in the paper's layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from gazeclip_cli.cli import output
+
+_STYLE = {"best": "bold", "second": "underline"}
+
+
+def compare_command(
+    folders: list[str] = typer.Argument(
+        ..., help="evaluate --out folders, one per row, in row order; LABEL=FOLDER names a row."
+    ),
+    out: Path = typer.Option(
+        Path("comparison"), "--out", "-o", help="Folder for the table (Markdown, CSV, JSON)."
+    ),
+    layout: str = typer.Option(
+        "attribution", "--layout", "-l", help="attribution, detection, wild, ablation or robustness."
+    ),
+    sets: str | None = typer.Option(
+        None, "--sets", help="Comma-separated test sets as columns, in order (default: the unseen sets)."
+    ),
+    group: str | None = typer.Option(
+        None, "--group", help="Columns from a [groups] table of --protocol, e.g. table2 (Table II's sets)."
+    ),
+    protocol: Path | None = typer.Option(None, "--protocol", help="Protocol TOML whose --group is used."),
+    title: str | None = typer.Option(None, "--title", help="Table title."),
+) -> None:
+    """Compare methods (Tables II, III, VII, VIII), runs (ablations) or robustness (Fig. 6); bold best, underline second."""
+    from gazeclip_cli.core.errors import ConfigError
+    from gazeclip_cli.core.evaluate.compare import compare, load_rows, parse_folder_spec, write_comparison
+
+    if sets and group:
+        raise typer.BadParameter("give --sets or --group, not both", param_hint="--group")
+    columns = [s.strip() for s in sets.split(",") if s.strip()] if sets else None
+    if group:
+        if protocol is None:
+            raise typer.BadParameter("--group needs --protocol", param_hint="--group")
+        from gazeclip_cli.core.data.protocol import load_protocol
+
+        groups = load_protocol(protocol).groups
+        if group not in groups:
+            raise ConfigError(f"{protocol}: no group '{group}' (groups: {', '.join(groups)})")
+        columns = list(groups[group].members)
+        title = title or groups[group].title
+    rows = load_rows([parse_folder_spec(f) for f in folders])
+    comparison = compare(rows, layout, columns, title)
+    written = write_comparison(comparison, out)
+    table = comparison.table
+    cells = []
+    for r, row in enumerate(table.rows):
+        line = []
+        for c, value in enumerate(row):
+            text = escape(
+                "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+            )
+            style = _STYLE.get(table.mark(r, c))
+            line.append(f"[{style}]{text}[/{style}]" if style else text)
+        cells.append(line)
+    output.print_table(table.title, list(table.columns), cells)
+    for note in table.notes:
+        output.out.print(f"  {note}")
+    output.out.print(f"written to {written.markdown}, {written.csv.name}, {written.json.name}")
+    if written.plot:
+        output.out.print(f"plot: {written.plot}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare_command)

@@ -1,0 +1,116 @@
+"""The inference rewrite of the test path (core/model/optimize.py) keeps every output to 1e-5."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gazeclip_cli.core.inference.gradcam import grad_cam
+from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
+from gazeclip_cli.core.model.config import load_architecture
+from gazeclip_cli.core.model.optimize import FastLinear, fold_batchnorm, optimize_for_inference
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def _trained_looking(arch: str) -> nn.Module:
+    """A model whose BatchNorm statistics, LoRA and gaze injectors are not at their identity start,
+    so that folding and merging have something to get wrong."""
+    model = build_gazeclip(load_architecture(arch), WeightSources(pretrained=False), seed=3).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.normal_(1, 0.2, generator=g)
+                m.bias.normal_(0, 0.2, generator=g)
+            if hasattr(m, "lora_B"):
+                for lin in m.lora_B.values():
+                    lin.weight.normal_(0, 0.05, generator=g)
+            if type(m).__name__ == "GazeInjector":
+                m.w_fc.weight.normal_(0, 0.05, generator=g)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["tiny-test", "demo-small"])
+def test_optimized_test_path_equals_the_original(arch):
+    model = _trained_looking(arch)
+    fast = optimize_for_inference(copy.deepcopy(model))
+    # Nothing of what was rewritten is left: no BatchNorm, no plain Linear, no fused encoder layer.
+    kinds = {type(m) for m in fast.modules()}
+    assert not kinds & {nn.BatchNorm2d, nn.Linear, nn.TransformerEncoderLayer}, kinds
+    assert fast.lre is None
+    size = model.cfg.clip.vision.image_size
+    g = torch.Generator().manual_seed(1)
+    images, patches = torch.rand(5, 3, size, size, generator=g), torch.rand(5, 3, 224, 224, generator=g)
+    with torch.inference_mode():
+        ref, out = model(images, patches), fast(images, patches)
+    for name in ("attribution_logits", "detection_logits", "visual_features", "gaze"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), **TOL, msg=name)
+    torch.testing.assert_close(out.detection_logits.softmax(-1), ref.detection_logits.softmax(-1), **TOL)
+
+
+def test_grad_cam_runs_through_the_optimized_model_and_agrees():
+    model = _trained_looking("tiny-test")
+    fast = optimize_for_inference(copy.deepcopy(model))
+    g = torch.Generator().manual_seed(2)
+    image, patch = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 224, 224, generator=g)
+    ref, out = grad_cam(model, image, patch), grad_cam(fast, image, patch)
+    assert out.class_index == ref.class_index
+    torch.testing.assert_close(
+        torch.from_numpy(out.heatmap), torch.from_numpy(ref.heatmap), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_fast_linear_equals_linear_with_and_without_autograd():
+    g = torch.Generator().manual_seed(4)
+    lin = nn.Linear(24, 40)
+    fast = FastLinear.from_linear(lin)
+    x = torch.randn(3, 7, 24, generator=g)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), lin(x), **TOL)
+    x.requires_grad_(True)
+    y = fast(x)  # autograd on: plain F.linear, so the gradient is torch's
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, lin.weight.sum(0).expand(3, 7, 24), **TOL)
+    torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), **TOL)
+
+
+def test_fold_batchnorm_counts_the_resnet_pairs():
+    from gazeclip_cli.core.model.gaze_estimator import EthXGazeResNet50
+
+    est = EthXGazeResNet50().eval()
+    # ResNet-50: the stem, 16 bottlenecks x 3 convs, 4 downsample convs = 53 conv + BN pairs.
+    assert fold_batchnorm(est) == 53
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in est.modules())
+
+
+def _registered_estimators() -> list[str]:
+    from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS
+
+    return sorted(GAZE_ESTIMATORS)
+
+
+@pytest.mark.parametrize("name", _registered_estimators())
+def test_folding_keeps_every_registered_gaze_estimator(name):
+    # The pairing of conv{k}/bn{k} by name must hold for every estimator the predictor may fold.
+    from gazeclip_cli.core.model.gaze_estimator import GAZE_ESTIMATORS
+
+    torch.manual_seed(5)
+    est = GAZE_ESTIMATORS[name]().eval()
+    with torch.no_grad():
+        for m in est.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    folded = copy.deepcopy(est)
+    assert fold_batchnorm(folded) > 0
+    folded.to(memory_format=torch.channels_last)
+    patch = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(patch), est(patch), rtol=1e-4, atol=1e-4)
