@@ -41,6 +41,7 @@ def _env() -> dict[str, str]:
 
 def grid(args: argparse.Namespace) -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
     todo = [(s, t) for s in args.seeds for t in args.threads]
     running: dict[int, tuple[int, int, float, float, subprocess.Popen]] = {}
     done: list[dict] = []
