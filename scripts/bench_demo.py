@@ -123,7 +123,7 @@ def compare(a: Path, b: Path) -> None:
         print(
             f"{run.name} epochs: "
             + "; ".join(
-                f"{e['epoch']}: loss {e['train_loss']:.4f} val ACC {e['val_closed_set_acc']:.3f}"
+                f"{e['epoch']}: loss {e['train_loss']:.4f} val ACC {e['val_seen_closed_set_acc']:.3f}"
                 for e in epochs
                 if e["kind"] == "epoch"
             )
