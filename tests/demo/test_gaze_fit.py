@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from gazeclip_cli.core.data.gaze_normalization import pitchyaw_to_vector, vector_to_pitchyaw
 from gazeclip_cli.core.data.preprocess import preprocess
 from gazeclip_cli.core.demo.gaze_fit import (
     DEMO_PREPROCESSING,
@@ -18,12 +19,10 @@ from gazeclip_cli.core.demo.gaze_fit import (
     fit_gaze_estimator,
     fit_on_renders,
     load_gaze_estimator,
-    pitchyaw_to_vector,
     predict_gaze,
     read_gaze_metadata,
     render_gaze_set,
     save_gaze_estimator,
-    vector_to_pitchyaw,
 )
 from gazeclip_cli.core.demo.synthetic import SyntheticBenchmarkConfig, write_synthetic_benchmark
 from gazeclip_cli.core.errors import ConfigError, DataError, WeightsError

@@ -14,7 +14,6 @@ from gazeclip_cli.core.evaluate.metrics import RobustnessResult, evaluate_sets
 from gazeclip_cli.core.evaluate.tables import (
     load_report,
     load_robustness,
-    plot_robustness,
     report_tables,
     robustness_table,
     to_markdown,
@@ -104,13 +103,9 @@ def test_robustness_table_and_files(robustness, tmp_path):
     assert written.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_is_a_clear_error(robustness, tmp_path, monkeypatch):
-    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
-        monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(DataError, match="pip install matplotlib"):
-        plot_robustness(robustness, tmp_path / "r.png")
-    # The tables are still written when the plot is not asked for.
-    assert write_robustness(robustness, tmp_path, plot=False).plot is None
+def test_tables_without_the_plot(robustness, tmp_path):
+    written = write_robustness(robustness, tmp_path, plot=False)
+    assert written.plot is None and written.json.is_file() and not (tmp_path / "robustness.png").exists()
 
 
 def test_bad_json_files(tmp_path):
@@ -147,3 +142,40 @@ def test_importing_tables_does_not_import_matplotlib():
     code = "import sys, gazeclip_cli.core.evaluate.tables; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_titles_name_the_split(report, robustness):
+    assert [t.title for t in report_tables(report, split="val")] == [
+        "Unseen sets, val split (layout of Tables II and III)",
+        "Seen sets, val split",
+    ]
+    assert robustness_table(robustness, split="val").title.startswith("Robustness, val split: ")
+
+
+def test_paper_sized_tables_read_whole_at_80_columns(hand_sets, monkeypatch):
+    """Twenty unseen sets with the paper's names: one row per set, nothing cut, no line over 80."""
+    from typer.testing import CliRunner
+
+    from gazeclip_cli.cli import output
+    from gazeclip_cli.cli.commands.evaluate import by_set
+
+    names = ["VQGAN", "SD-2.1", "DiT", "SiT", "SimSwap", "UniFace", "InSwapper", "e4s", "REFace"]
+    names += ["LivePortrait", "LIA", "FSRT", "Real3DPortrait", "AniTalker", "FLOAT", "EDTalk", "DiffusionAct"]
+    sets = {"CelebA-HQ": hand_sets["CelebA-HQ"], "GenA": hand_sets["GenA"], "FFHQ": hand_sets["FFHQ"]}
+    sets |= {name: hand_sets["UnseenX"] for name in names}
+    wide = evaluate_sets(sets, tau=0.9, pair_reals={name: "FFHQ" for name in names})
+    monkeypatch.setattr(output.out, "_width", 80)
+    with CliRunner().isolation() as (out, _err, _):
+        for table in report_tables(wide):
+            output.print_table(table.title, *by_set(table))
+            for note in table.notes:
+                output.prose(f"- {note}", indent=2)
+        text = out.getvalue().decode()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    rows = [line for line in text.splitlines() if line.startswith("│ ")]
+    for name in names:
+        (first, *_) = [r for r in rows if r.startswith(f"│ {name} ")]
+        cells = [c.strip() for c in first.split("│")[1:-1]]
+        # The first metric is UnseenX's open-set ACC: 3 of its 4 tops are below tau (0.5, 0.6, 0.7).
+        assert cells[:2] == [name, "75.00"]
+    assert "OSCR" in text and "Unknown AUROC (MSP)" in " ".join(text.split())

@@ -97,8 +97,9 @@ def test_html_report_holds_image_heatmap_and_provenance(model_dir, tmp_path, pho
     )
     html = report.read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', html)
-    assert len(images) == 3  # the annotated photo, the crop, the Grad-CAM overlay
-    assert 'class="heatmap"' in html and "Grad-CAM for" in html
+    assert len(images) == 4  # the annotated photo, the crop, the Grad-CAM overlay and its colour scale
+    face = data["results"][0]["faces"][0]
+    assert 'class="heatmap"' in html and f"Grad-CAM of the attribution logit of {face['generator']}" in html
     assert data["results"][0]["sha256"] in html and data["provenance"]["model"]["weights_sha256"] in html
     assert "Provenance" in html and "torch" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from elsewhere

@@ -117,8 +117,8 @@ def test_attribute_and_scan_give_evaluates_probabilities_on_a_non_default_cache(
     assert len(lines) == len(tests)
     for row in lines:
         probs, p_fake = expected[Path(row["file"]).name]
-        got = dict(pair.split("=") for pair in row["top3"].split(";"))
-        assert np.allclose([float(got[c]) for c in classes], probs, atol=2e-6, rtol=0)
+        got = {c["name"]: c["probability"] for c in row["top3"]}  # JSONL: attribute's `top` shape
+        assert np.allclose([got[c] for c in classes], probs, atol=2e-6, rtol=0)
         assert row["p_fake"] == pytest.approx(p_fake, abs=2e-6)
 
     # The check can fail: a format-1 folder (no record) loads, with preprocess's defaults, stated

@@ -291,7 +291,7 @@ def test_videos_are_sampled_and_scored_per_frame_and_as_a_whole(model_dir, tmp_p
     writer.release()
     out = tmp_path / "results.csv"
     result = invoke_scan(
-        str(root), "--out", str(out), "-m", str(model_dir), "--aligned", "--video-frames", "3"
+        str(root), "--out", str(out), "-m", str(model_dir), "--aligned", "--frames-per-video", "3"
     )
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
@@ -305,7 +305,7 @@ def test_videos_are_sampled_and_scored_per_frame_and_as_a_whole(model_dir, tmp_p
     complete = out.read_bytes()
     out.write_bytes(complete[: complete.rstrip(b"\n").rfind(b"\n") + 1])
     resumed = invoke_scan(
-        str(root), "--out", str(out), "-m", str(model_dir), "--aligned", "--video-frames", "3", "--resume"
+        str(root), "--out", str(out), "-m", str(model_dir), "--aligned", "--frames-per-video", "3", "--resume"
     )
     assert resumed.exit_code == 0 and out.read_bytes() == complete
 

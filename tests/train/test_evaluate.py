@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -12,8 +13,10 @@ from gazeclip_cli.core.data.cache import read_cache
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.predictions import real_pairing
 from gazeclip_cli.core.evaluate.runner import evaluate_model
+from gazeclip_cli.core.model.config import load_architecture
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import train
+from tests.flops_analytic import TEXT_GROUPS, tiny_macs
 from tests.train.conftest import make_cache
 
 runner = CliRunner()
@@ -77,6 +80,12 @@ def test_evaluate_cli_robustness_and_efficiency(trained):
     assert (out / "robustness.json").exists() and (out / "efficiency.json").exists()
     robustness = json.loads((out / "robustness.json").read_text())
     assert robustness["corruptions"] == ["jpeg", "gaussian_blur"]
+    efficiency = json.loads((out / "efficiency.json").read_text())
+    macs = sum(tiny_macs(load_architecture("tiny-test"), num_classes=3).values()) - sum(
+        tiny_macs(load_architecture("tiny-test"))[k] for k in TEXT_GROUPS
+    )  # the test path of the 3-class model trained here
+    assert efficiency["gmacs_test_path"] == pytest.approx(macs / 1e9, rel=1e-12)
+    assert efficiency["gflops_test_path"] == pytest.approx(2 * macs / 1e9, rel=1e-12)
     assert "Average" in result.stdout
 
 
@@ -95,6 +104,71 @@ def test_model_and_cache_class_mismatch_is_a_clear_error(trained, tmp_path):
         w.writerows(rows)
     with pytest.raises(DataError, match="which this model calls 'Real'"):
         evaluate_model(model_dir, other, tmp_path / "t")
+
+
+def test_evaluate_reports_progress_per_pass(trained):
+    cache, model_dir, root = trained
+    seen = []
+    evaluate_model(
+        model_dir,
+        cache,
+        root / "progress",
+        batch_size=4,
+        robustness=True,
+        corruptions=("jpeg",),
+        severities=(1, 2),
+        progress=seen.append,
+    )
+    n = 5 * 3  # five sets of three test faces
+    ends = [p for p in seen if p.done == p.total]
+    assert [p.pass_index for p in ends] == [1, 2, 3] and {p.passes for p in seen} == {3}
+    assert {p.total for p in seen} == {n} and [p.done for p in seen if p.pass_index == 1] == [4, 8, 12, 15]
+    assert [p.pass_name for p in ends] == [
+        "clean",
+        "JPEG compression, severity 1",
+        "JPEG compression, severity 2",
+    ]
+
+
+def test_evaluate_at_80_columns_as_json_and_with_the_synthetic_notice(trained, tmp_path, monkeypatch):
+    from gazeclip_cli.cli import output
+    from gazeclip_cli.core.model.folder import SYNTHETIC_NOTICE
+
+    cache, model_dir, _ = trained
+    monkeypatch.setattr(output.out, "_width", 80)
+    args = ["evaluate", str(cache), "-m", str(model_dir), "--device", "cpu", "--batch-size", "8"]
+    table = runner.invoke(app, [*args, "-o", str(tmp_path / "t")])
+    assert table.exit_code == 0, table.output
+    assert "…" not in table.stdout and max(map(len, table.stdout.splitlines())) <= 80
+    assert "Unseen sets, test split" in table.stdout and "Seen sets, test split" in table.stdout
+    for name in ("Real", "GenA", "GenB", "GenU", "RealU", "Average"):
+        assert re.search(rf"^│ {name} +│", table.stdout, re.M), name  # one row per set, whole names
+    data = json.loads(runner.invoke(app, [*args, "-o", str(tmp_path / "j"), "--format", "json"]).stdout)
+    assert data["evaluation"] == json.loads((tmp_path / "j" / "evaluation.json").read_text())
+    assert data["split"] == "test" and data["notice"] is None and data["robustness"] is None
+
+    demo = tmp_path / "demo-model"
+    demo.mkdir()
+    for f in model_dir.iterdir():
+        (demo / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((demo / "meta.json").read_text())
+    (demo / "meta.json").write_text(json.dumps({**meta, "synthetic": True}))
+    noted = runner.invoke(
+        app, [*args[:3], str(demo), *args[4:], "-o", str(tmp_path / "d"), "--format", "json"]
+    )
+    assert json.loads(noted.stdout)["notice"] == SYNTHETIC_NOTICE
+
+
+def test_robustness_without_unseen_sets_says_what_is_missing(trained, tmp_path):
+    cache, model_dir, _ = trained
+    out = tmp_path / "val"
+    result = runner.invoke(
+        app, ["evaluate", str(cache), "-m", str(model_dir), "--split", "val", "--robustness", "-o", str(out)]
+    )
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "the 'val' split has no unseen sets" in line and "evaluate a split with unseen sets" in line
+    assert not out.exists()  # refused before any work
 
 
 def test_validation_reports_the_numbers_evaluate_prints_on_that_split(tmp_path):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 from gazeclip_cli.core.data.benchmark import BenchmarkResult, build_benchmark, write_benchmark
 from gazeclip_cli.core.data.discovery import parse_roots, printable
 from gazeclip_cli.core.data.manifest import read_summary
@@ -21,15 +20,29 @@ def register(app: typer.Typer) -> None:
 
 def build_benchmark_command(
     protocol: Path = typer.Option(
-        ..., "--protocol", help="Protocol TOML file, e.g. configs/protocol.toml.", show_default=False
+        ...,
+        "--protocol",
+        metavar="FILE",
+        help="Protocol TOML file, e.g. configs/protocol.toml.",
+        show_default=False,
     ),
     root: list[str] = typer.Option(
-        [], "--root", help="Source dataset root as NAME=DIR, e.g. GenFace=/data/GenFace (repeat per source)."
+        [],
+        "--root",
+        metavar="NAME=DIR",
+        help="Source dataset root, e.g. GenFace=/data/GenFace (repeat per source).",
+        show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", help="Manifest CSV to write; the summary JSON goes beside it."),
-    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (default: the protocol's seed)."),
+    out: Path = options.out_option("FILE", "Manifest CSV to write; the summary JSON goes beside it."),
+    seed: int | None = typer.Option(
+        None, "--seed", metavar="N", help="Sampling seed (default: the protocol's seed)."
+    ),
     only: list[str] = typer.Option(
-        [], "--only", help="Build only this generator or protocol group (repeatable), e.g. --only seen."
+        [],
+        "--only",
+        metavar="NAME",
+        help="Build only this generator or protocol group (repeatable), e.g. --only seen.",
+        show_default=False,
     ),
     strict: bool = typer.Option(False, "--strict", help="Fail (and write nothing) if any set is short."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Hash the selected files and report duplicates."),
@@ -40,36 +53,35 @@ def build_benchmark_command(
         False, "--check-all", help="Check every file found, not only the sampled ones (full usable counts)."
     ),
     deepfakebench_json: list[Path] = typer.Option(
-        [], "--deepfakebench-json", help="DeepfakeBench dataset JSON file to read as well (repeatable)."
+        [],
+        "--deepfakebench-json",
+        metavar="FILE",
+        help="DeepfakeBench dataset JSON file to read as well (repeatable).",
+        show_default=False,
     ),
     json_base: Path | None = typer.Option(
-        None, "--json-base", help="Folder that relative frame paths in the JSON files are relative to."
+        None,
+        "--json-base",
+        metavar="DIR",
+        help="Folder that relative frame paths in the JSON files are relative to.",
     ),
-    fmt: str = typer.Option("table", "--format", help="Output: table (Table I view) or json (the summary)."),
+    fmt: str = options.format_option("the summary (Table I view for table)"),
     show: int = typer.Option(
-        10, "--show-problems", help="Paths listed per problem category (all are in the summary)."
+        10, "--show-problems", metavar="N", help="Paths listed per problem category (all are in the summary)."
     ),
+    quiet: bool = options.quiet_option("No progress bar."),
 ) -> None:
     """Discover the datasets under the given roots, sample the protocol deterministically, write a manifest."""
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format {fmt}: choose table or json")
     proto = load_protocol(protocol)
     roots = parse_roots(root, proto)
     if not roots and not deepfakebench_json:
         sources = ", ".join(proto.sources)
         raise InputError(f"no --root given; pass --root NAME=DIR for the sources you have ({sources})")
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=output.err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("discovering", total=None)
+    with output.progress("discovering", "sets", quiet=quiet) as bar:
 
         def progress(message: str, done: int, total: int) -> None:
-            bar.update(task, description=message, completed=done, total=total)
+            bar.update(done, total, label=message, unit="files" if message.startswith("hashing") else "sets")
 
         result = build_benchmark(
             proto,
@@ -121,7 +133,7 @@ def _render(result: BenchmarkResult, show: int) -> None:
                 ["Generator", "DFA", "Wanted", "Found", "Usable", "Selected", "Short", "Unit"],
                 rows,
             )
-    output.out.print(
+    output.prose(
         "Wanted and Selected count samples (frames for videos); Found and Usable count files or videos. "
         "Usable = found minus files that failed the checks"
         + ("" if result.options.get("check_all") else " (only the files the sampler took were checked)")

@@ -5,33 +5,50 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 
 _STYLE = {"best": "bold", "second": "underline"}
 
 
 def compare_command(
     folders: list[str] = typer.Argument(
-        ..., help="evaluate --out folders, one per row, in row order; LABEL=FOLDER names a row."
+        ...,
+        metavar="FOLDER...",
+        help="evaluate --out folders, one per row, in row order; LABEL=FOLDER names a row.",
+        show_default=False,
     ),
     out: Path = typer.Option(
-        Path("comparison"), "--out", "-o", help="Folder for the table (Markdown, CSV, JSON)."
+        Path("comparison"), "--out", "-o", metavar="DIR", help="Folder for the table (Markdown, CSV, JSON)."
     ),
     layout: str = typer.Option(
-        "attribution", "--layout", "-l", help="attribution, detection, wild, ablation or robustness."
+        "attribution",
+        "--layout",
+        "-l",
+        metavar="LAYOUT",
+        help="attribution, detection, wild, ablation or robustness.",
     ),
     sets: str | None = typer.Option(
-        None, "--sets", help="Comma-separated test sets as columns, in order (default: the unseen sets)."
+        None,
+        "--sets",
+        metavar="A,B,...",
+        help="Comma-separated test sets as columns, in order (default: the unseen sets).",
     ),
     group: str | None = typer.Option(
-        None, "--group", help="Columns from a [groups] table of --protocol, e.g. table2 (Table II's sets)."
+        None,
+        "--group",
+        metavar="NAME",
+        help="Columns from a [groups] table of --protocol, e.g. table2 (Table II's sets).",
     ),
-    protocol: Path | None = typer.Option(None, "--protocol", help="Protocol TOML whose --group is used."),
-    title: str | None = typer.Option(None, "--title", help="Table title."),
+    protocol: Path | None = typer.Option(
+        None, "--protocol", metavar="FILE", help="Protocol TOML whose --group is used."
+    ),
+    title: str | None = typer.Option(None, "--title", metavar="TEXT", help="Table title."),
+    fmt: str = options.format_option("the comparison, as its JSON file holds it"),
 ) -> None:
     """Compare methods (Tables II, III, VII, VIII), runs (ablations) or robustness (Fig. 6); bold best, underline second."""
+    import json
+
     from gazeclip_cli.core.errors import ConfigError
     from gazeclip_cli.core.evaluate.compare import compare, load_rows, parse_folder_spec, write_comparison
 
@@ -51,23 +68,19 @@ def compare_command(
     rows = load_rows([parse_folder_spec(f) for f in folders])
     comparison = compare(rows, layout, columns, title)
     written = write_comparison(comparison, out)
+    if fmt == "json":
+        output.print_json(json.loads(written.json.read_text(encoding="utf-8")))
+        output.info(f"written to {written.markdown}, {written.csv.name}, {written.json.name}")
+        return
     table = comparison.table
-    cells = []
-    for r, row in enumerate(table.rows):
-        line = []
-        for c, value in enumerate(row):
-            text = escape(
-                "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
-            )
-            style = _STYLE.get(table.mark(r, c))
-            line.append(f"[{style}]{text}[/{style}]" if style else text)
-        cells.append(line)
-    output.print_table(table.title, list(table.columns), cells)
+    cells = [list(row) for row in table.rows]  # numbers stay numbers: right-aligned, 2 decimals
+    styles = [[_STYLE.get(table.mark(r, c)) for c in range(len(row))] for r, row in enumerate(table.rows)]
+    output.print_table(table.title, list(table.columns), cells, styles=styles)
     for note in table.notes:
-        output.out.print(f"  {note}")
-    output.out.print(f"written to {written.markdown}, {written.csv.name}, {written.json.name}")
+        output.prose(f"- {note}", indent=2)
+    output.prose(f"written to {written.markdown}, {written.csv.name}, {written.json.name}")
     if written.plot:
-        output.out.print(f"plot: {written.plot}")
+        output.prose(f"plot: {written.plot}")
 
 
 def register(app: typer.Typer) -> None:

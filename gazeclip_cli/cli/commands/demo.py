@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
+from gazeclip_cli.cli.commands.evaluate import bar_status as evaluate_status
+from gazeclip_cli.cli.commands.evaluate import print_result as print_evaluation
+from gazeclip_cli.cli.commands.preprocess import bar_status as preprocess_status
+from gazeclip_cli.cli.commands.train import training_reporter
+
+if TYPE_CHECKING:
+    from gazeclip_cli.core.demo.pipeline import DemoResult
 
 HONEST_NOTE = (
     "This demo is synthetic: procedurally rendered faces and made-up 'generators' with distinct traces, "
@@ -21,37 +29,61 @@ HONEST_NOTE = (
 
 def demo_command(
     out: Path = typer.Option(
-        Path("demo-output"), "--out", "-o", help="Folder for everything the demo writes."
+        Path("demo-output"), "--out", "-o", metavar="DIR", help="Folder for everything the demo writes."
     ),
     quick: bool = typer.Option(False, "--quick", help="A smaller variant (what CI runs)."),
-    seed: int = typer.Option(0, help="Seed of the renders, the gaze fit and training."),
+    seed: int = typer.Option(
+        0, "--seed", metavar="N", help="Seed of the renders, the gaze fit and training."
+    ),
     threads: int | None = typer.Option(
         None,
         "--threads",
+        metavar="N",
         help="Torch threads of every stage (default: 1); the same count and CPU kernels give the same figures.",
         show_default=False,
     ),
+    quiet: bool = options.quiet_option("No progress bar."),
 ) -> None:
     """Render a synthetic benchmark, preprocess, train, evaluate and attribute, end to end."""
     from gazeclip_cli.core.demo.pipeline import DemoConfig, run_demo
 
     config = (DemoConfig.quick if quick else DemoConfig.standard)(seed, threads=threads)
-    output.info(HONEST_NOTE)
+    output.prose(HONEST_NOTE, console=output.err)
     start = time.perf_counter()
+    with output.progress("demo", "steps", quiet=quiet) as bar:
+        result = run_demo(out, config, progress=demo_reporter(bar, start))
+    _print_result(result, out)
+
+
+def demo_reporter(bar: output.Bar, start: float) -> Callable[[str, dict[str, Any]], None]:
+    """Each demo stage on the bar (a line when it starts); training as ``gazeclip train`` shows it."""
+    train_report = training_reporter(bar)
 
     def report(kind: str, info: dict[str, Any]) -> None:
         if kind == "stage":
-            output.info(f"[{time.perf_counter() - start:6.1f} s] {info['text']}")
-        elif kind == "epoch":
-            output.info(
-                f"         epoch {info['epoch']}: loss {info['train_loss']:.3f}, "
-                f"val closed-set acc {info.get('val_seen_closed_set_acc', float('nan')):.3f}, "
-                f"val detection AUC {info.get('val_seen_detection_auc', float('nan')):.3f}"
-            )
+            bar.print(f"[{time.perf_counter() - start:6.1f} s] {info['text']}")
+            bar.update(0, label=info["name"], status="", restart=True)
+        elif kind == "render":
+            bar.update(info["done"], info["total"], unit="images")
+        elif kind == "gaze":
+            bar.update(info["done"], info["total"], unit="images" if info["phase"] == "render" else "steps")
+        elif kind == "preprocess":
+            p = info["progress"]
+            bar.update(p.done, p.total, unit="inputs", status=preprocess_status(p))
+        elif kind == "evaluate":
+            p = info["progress"]
+            bar.update(p.done, p.total, unit="faces", status=evaluate_status(p))
+        elif kind == "start":
+            bar.update(unit="steps")
+            train_report(kind, info)
+        else:
+            train_report(kind, info)
 
-    result = run_demo(out, config, progress=report)
-    for table in result.evaluation.written.tables:
-        output.print_table(table.title, list(table.columns), [list(r) for r in table.rows])
+    return report
+
+
+def _print_result(result: DemoResult, out: Path) -> None:
+    print_evaluation(result.evaluation)
     output.print_table(
         "seen classes (held-out test renders)",
         ["class", "test renders", "closed-set attribution ACC", "detection ACC"],
@@ -81,20 +113,28 @@ def demo_command(
         ],
     )
     for item in result.attributed:
+        file = Path(item["file"])
+        shown = file.relative_to(out.resolve()) if file.is_absolute() else file
         for face in item["faces"]:
-            output.out.print(
-                f"{Path(item['file']).relative_to(out.resolve()) if Path(item['file']).is_absolute() else item['file']}: "
-                f"{face['verdict']} (P(fake) {face['p_fake']:.2f}), {face['attribution']} "
-                f"(top {face['generator']} {face['generator_probability']:.2f})"
+            output.prose(
+                f"{shown}: {face['verdict']} (P(fake) {face['p_fake']:.2f}), attribution {face['attribution']} "
+                f"(top class {face['generator']}, p {face['generator_probability']:.2f})"
             )
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-    output.out.print(
+    output.prose(
         f"time: {stages}; total {sum(result.seconds.values()):.0f} s wall, "
         f"{sum(result.cpu_seconds.values()):.0f} s CPU; {result.threads} thread(s), "
         f"CPU kernels {result.cpu_capability}"
     )
-    output.out.print(f"tables: {result.evaluation.written.markdown}; HTML report: {result.report_html}")
-    output.out.print(f"model folder: {result.train.model_dir}")
+    output.prose(f"tables: {result.evaluation.written.markdown}")
+    output.prose(f"HTML report: {result.report_html}")
+    model = result.train.model_dir
+    output.prose(f"analyses (Figs 1 and 10, with their CSV and JSON): {result.analysis_dir}")
+    output.prose(f"model folder: {model}")
+    output.prose(
+        f"attribute with it: gazeclip attribute IMAGE --model {model} (the folder records that its faces are "
+        "aligned crops, so no --aligned is needed)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,20 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
-from gazeclip_cli.cli import engine_options, output
-from gazeclip_cli.cli.commands.attribute import DEFAULT_MODEL
+from gazeclip_cli.cli import options, output
 
 if TYPE_CHECKING:
     from gazeclip_cli.core.inference.predictor import Predictor
@@ -42,38 +30,24 @@ def register(app: typer.Typer) -> None:
     app.command("scan")(scan_command)
 
 
-class _RateColumn(ProgressColumn):
-    """Files per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("  -  files/s" if speed is None else f"{speed:6.1f} files/s")
-
-
 def scan_command(
+    ctx: typer.Context,
     dirs: list[str] = typer.Argument(
-        ..., help="Folders (scanned recursively) and files.", show_default=False
+        ..., metavar="PATH...", help="Folders (scanned recursively) and files.", show_default=False
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Results file, .csv or .jsonl.", show_default=False),
-    model: str = typer.Option(
-        DEFAULT_MODEL,
-        "--model",
-        "-m",
-        envvar="GAZECLIP_MODEL",
-        help="Model folder (see `gazeclip attribute`).",
-    ),
+    out: Path = options.out_option("FILE", "Results file, .csv or .jsonl."),
+    model: str = options.model_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue the scan whose results file this is."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Faces per forward pass."),
+    batch_size: int = typer.Option(16, "--batch-size", metavar="N", help="Faces per forward pass."),
     workers: int = typer.Option(
         -1,
         "--workers",
+        metavar="N",
         help="Threads preparing files and, on a CPU, running the model's batches "
         "(-1: the CPU cores, at most 8; 0: all in one thread).",
         show_default=False,
     ),
-    threshold: float = typer.Option(
-        0.9, "--threshold", help="Below this, the generator is 'unknown generator'."
-    ),
+    threshold: float = options.threshold_option(),
     all_faces: bool = typer.Option(False, "--all-faces", help="Every face found, not only the largest."),
     aligned: bool = typer.Option(
         False,
@@ -83,102 +57,121 @@ def scan_command(
     threads: int = typer.Option(
         0,
         "--threads",
+        metavar="N",
         help="Intra-op threads of each forward (0: the CPU cores divided among --workers, at least 1).",
         show_default=False,
     ),
-    video_frames: int = typer.Option(8, "--video-frames", help="Frames sampled evenly from each video."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
-    engine: str = engine_options.engine_option(),
-    address: str | None = engine_options.address_option(),
-    actors: int = engine_options.actors_option(),
-    cpus_per_task: int = engine_options.cpus_per_task_option(),
+    frames_per_video: int = options.frames_option(),
+    device: str = options.device_option(),
+    engine: str = options.engine_option(),
+    address: str | None = options.address_option(),
+    actors: int = options.actors_option(),
+    cpus_per_task: int = options.cpus_per_task_option(),
+    fmt: str = options.format_option("the end-of-scan summary"),
     fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit with 3 when any fake is found."),
     fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit with 4 when any file failed."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    quiet: bool = options.quiet_option("No progress bar and no summary tables (--format json still prints)."),
 ) -> None:
     """Scan folders: one row per face (verdict, P(fake), generator, gaze) appended to CSV or JSONL as it goes."""
     # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
-    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
-    from gazeclip_cli.core.inference.scan import scan
+    from gazeclip_cli.core.devices import resolve_device
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings, absent_experts_note
+    from gazeclip_cli.core.inference.scan import check_output, scan
+    from gazeclip_cli.core.model.folder import read_meta
 
-    local_flags = [f for f, given in (("--workers", workers != -1), ("--threads", threads != 0)) if given]
-    ray = engine_options.ray_options(engine, address, actors, cpus_per_task, device, local_flags)
+    local_flags = [
+        flag
+        for name, flag in (("workers", "--workers"), ("threads", "--threads"))
+        if options.given(ctx, name)
+    ]
+    ray = options.ray_options(ctx, device, local_flags)
     settings = PredictorSettings(
         threshold=threshold,
         faces="all" if all_faces else None,  # None: the model folder's face policy
         face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
         batch_size=batch_size,
-        video_frames=video_frames,
+        video_frames=frames_per_video,
     )
+    # Everything cheap first, so that a mistake fails at once rather than after the model loads.
+    if ray is None:
+        resolve_device(device)  # with Ray the model workers place themselves (docs/SCALE-OUT.md)
+    read_meta(model)
+    check_output(out, resume)
     # With Ray the model runs in the cluster's workers; this process only needs its description.
     predictor = Predictor(model, device="cpu" if ray else device, settings=settings)
-    show_bar = not quiet and output.err.is_terminal
-    options: dict = {"resume": resume}
+    if fail_on_fake and "detection" not in predictor.model.experts:
+        raise typer.BadParameter(
+            "this model has no detection expert (experts = ['attribution']), so it finds no fakes",
+            param_hint="--fail-on-fake",
+        )
+    note = absent_experts_note(predictor.model.experts)
+    if note and not quiet:
+        output.warn(note)
+    scan_options: dict = {"resume": resume}
     if ray is not None:
         from gazeclip_cli.core.inference.scan_ray import RayScanEngine
 
-        options["engine"] = RayScanEngine(ray)
+        scan_options["engine"] = RayScanEngine(ray)
     else:
-        options["workers"] = None if workers == -1 else workers  # other negatives: the core says why not
-        options["model_threads"] = None if threads == 0 else threads  # negatives: the core says why not
+        scan_options["workers"] = None if workers == -1 else workers  # other negatives: the core says why not
+        scan_options["model_threads"] = None if threads == 0 else threads  # negatives: the core says why not
     try:
-        if show_bar:
-            summary = _scan_with_bar(predictor, dirs, out, options)
-        else:
-            summary = scan(predictor, dirs, out, **options)
+        with output.progress("scanning", "files", quiet=quiet) as bar:
+            summary = (
+                _scan_with_bar(predictor, dirs, out, scan_options, bar)
+                if bar.enabled
+                else scan(predictor, dirs, out, **scan_options)
+            )
     except KeyboardInterrupt:
         output.error(f"interrupted; finished files are in {out}: continue with --resume")
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
-    if not quiet:
+    notice = predictor.provenance().notice
+    if fmt == "json":
+        output.print_json({"notice": notice, **summary.as_dict()})
+    elif not quiet:
         print_summary(summary)
+        if notice:
+            output.prose(f"NOTE: {notice}.", style="bold yellow")
     if fail_on_fake and summary.fakes:
         raise typer.Exit(code=EXIT_FAKE_FOUND)
     if fail_on_error and (summary.files_failed or summary.face_errors):
         raise typer.Exit(code=EXIT_FILES_FAILED)
 
 
-def _scan_with_bar(predictor: Predictor, dirs: list[str], out: Path, options: dict) -> ScanSummary:
+def bar_status(p: ScanProgress) -> str:
+    """The running counts beside the scan's bar."""
+    return f"{p.fakes:,} fake of {p.faces:,}, {p.failed:,} failed"
+
+
+def _scan_with_bar(
+    predictor: Predictor, dirs: list[str], out: Path, scan_options: dict, bar: output.Bar
+) -> ScanSummary:
     from gazeclip_cli.core.inference.scan import count_inputs, scan
 
-    with Progress(
-        TextColumn("scanning"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=output.err,
-        transient=True,
-    ) as bar:
-        # The scan starts at once; a second walk counts the files beside it and gives the bar
-        # its total (and ETA) when done: on a tree of millions of files that takes minutes.
-        task = bar.add_task("scan", total=None, status="")
+    # The scan starts at once; a second walk counts the files beside it and gives the bar
+    # its total (and ETA) when done: on a tree of millions of files that takes minutes.
+    def count() -> None:
+        try:
+            bar.update(total=count_inputs(dirs))
+        except OSError:  # the scan itself reports unreadable paths; the bar just has no total
+            pass
 
-        def count() -> None:
-            try:
-                bar.update(task, total=count_inputs(dirs))
-            except OSError:  # the scan itself reports unreadable paths; the bar just has no total
-                pass
+    counter = threading.Thread(target=count, name="gazeclip-count", daemon=True)
+    counter.start()
 
-        counter = threading.Thread(target=count, name="gazeclip-count", daemon=True)
-        counter.start()
+    def progress(p: ScanProgress) -> None:
+        bar.update(p.files_done + p.files_skipped, status=bar_status(p))
 
-        def progress(p: ScanProgress) -> None:
-            status = f"{p.fakes} fake / {p.faces} scored, {p.failed} failed"
-            bar.update(task, completed=p.files_done + p.files_skipped, status=status)
-
-        summary = scan(predictor, dirs, out, progress=progress, **options)
-        counter.join()  # the last frame shows the real total
-        bar.refresh()
-        return summary
+    summary = scan(predictor, dirs, out, progress=progress, **scan_options)
+    counter.join()  # the last frame shows the real total
+    return summary
 
 
 def print_summary(summary: ScanSummary) -> None:
     """The end-of-scan tables: verdicts, attributions, failures."""
+    output.prose(f"results: {summary.out}")
     output.print_table(
-        f"scan summary ({summary.out})",
+        "scan summary",
         ["", "count"],
         [
             ["files in results", summary.files],

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 from gazeclip_cli.core.errors import ConfigError
 
 
@@ -40,35 +40,45 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_command(
-    cache: Path = typer.Argument(..., help="A `gazeclip preprocess` output folder."),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Run folder (checkpoint, metrics.jsonl, run.toml, model/)."
-    ),
+    ctx: typer.Context,
+    cache: Path = typer.Argument(..., metavar="CACHE", help="A `gazeclip preprocess` output folder."),
+    out: Path = options.out_option("DIR", "Run folder (checkpoint, metrics.jsonl, run.toml, model/)."),
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Run config TOML (e.g. configs/train-paper.toml)."
+        None, "--config", "-c", metavar="FILE", help="Run config TOML (e.g. configs/train-paper.toml)."
     ),
     architecture: str | None = typer.Option(
-        None, "--architecture", "-a", help="Named architecture or .toml path."
+        None,
+        "--architecture",
+        "-a",
+        metavar="NAME",
+        help="Named architecture (`gazeclip models`) or .toml path.",
     ),
-    epochs: int | None = typer.Option(None, help="Epochs (paper: 30)."),
-    batch_size: int | None = typer.Option(None, help="Global batch size (paper: 32)."),
-    lr: float | None = typer.Option(None, help="Adam learning rate (paper: 1e-4)."),
-    seed: int | None = typer.Option(None, help="Seed for init and data order."),
-    workers: int | None = typer.Option(None, help="DataLoader workers."),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    amp: str | None = typer.Option(None, help="auto (bf16 on CUDA), bf16 or off."),
+    epochs: int | None = typer.Option(None, "--epochs", metavar="N", help="Epochs (paper: 30)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", metavar="N", help="Global batch size (paper: 32)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", metavar="LR", help="Adam learning rate (paper: 1e-4)."),
+    seed: int | None = typer.Option(None, "--seed", metavar="N", help="Seed for init and data order."),
+    workers: int | None = typer.Option(None, "--workers", metavar="N", help="DataLoader workers."),
+    device: str = options.device_option(),
+    amp: str | None = typer.Option(None, "--amp", metavar="MODE", help="auto (bf16 on CUDA), bf16 or off."),
     sets: list[str] = typer.Option(
-        None, "--set", help="Architecture override KEY=VALUE (ablations), repeatable."
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Architecture override (ablations), repeatable.",
+        show_default=False,
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out exactly where it stopped."
     ),
-    weights_dir: Path | None = typer.Option(None, "--weights-dir", help="Pretrained weights folder."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    weights_dir: Path | None = options.weights_dir_option(),
+    quiet: bool = options.quiet_option("No progress bar."),
 ) -> None:
     """Train with the paper's recipe (Adam 1e-4, wd 1e-3, lr/10 every 15 epochs, batch 32); every value overridable.
 
-    Several GPUs: torchrun --nproc_per_node N -m gazeclip_cli train CACHE --out RUN
+    Several GPUs: torchrun --nproc_per_node N -m gazeclip_cli train CACHE --out RUN.
+    A run config's device applies when --device is not given.
     """
     from gazeclip_cli.core.model.builder import WeightSources
     from gazeclip_cli.core.train.run_config import load_run_config
@@ -82,59 +92,56 @@ def train_command(
         lr=lr,
         seed=seed,
         workers=workers,
-        device=device,
+        device=device if options.given(ctx, "device") else None,  # else the run config's (auto by default)
         amp=amp,
     )
     if sets:
         from dataclasses import replace
 
         run = replace(run, model=_merge(run.model, parse_sets(sets)))
-    show = not quiet and output.err.is_terminal
-    progress = Progress(
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:.1f} img/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=output.err,
-        disable=not show,
-    )
-    task = None
+    with output.progress("epoch", "steps", quiet=quiet) as bar:
+        result = train(
+            run,
+            cache,
+            out,
+            resume=resume,
+            weights=WeightSources(directory=weights_dir),
+            progress=training_reporter(bar),
+        )
+    output.prose(f"model folder: {result.model_dir} (best epoch {result.best_epoch})")
+
+
+def training_reporter(bar: output.Bar) -> Callable[[str, dict[str, Any]], None]:
+    """The trainer's progress on the bar: a line at the start and per epoch, the bar per step."""
+    last_epoch = None
 
     def report(kind: str, info: dict[str, Any]) -> None:
-        nonlocal task
+        nonlocal last_epoch
         if kind == "start":
-            output.info(
+            last_epoch = info["epochs"] - 1
+            bar.print(
                 f"training on {info['train']} faces (validation {info['val']}) on {info['device']}, "
-                f"epochs {info['state']['epoch']}..{info['epochs'] - 1}"
+                f"epochs {info['state']['epoch']}..{last_epoch}"
             )
         elif kind == "step":
-            if task is None:
-                task = progress.add_task(
-                    "train", total=info["steps_in_epoch"], epoch=info["epoch"], loss=0.0, rate=0.0
-                )
-            progress.update(
-                task,
-                completed=info["step_in_epoch"],
-                total=info["steps_in_epoch"],
-                epoch=info["epoch"],
-                loss=info["loss"],
-                rate=info["images_per_s"],
+            bar.update(
+                info["step_in_epoch"],
+                info["steps_in_epoch"],
+                label=f"epoch {info['epoch']}/{last_epoch}",
+                status=f"loss {info['loss']:.4f}, {info['images_per_s']:,.1f} img/s",
+                restart=info["step_in_epoch"] == 1,
             )
         elif kind == "epoch":
-            val = " ".join(f"{k[4:]} {v:.3f}" for k, v in info.items() if k.startswith("val_") and v == v)
-            progress.console.print(
-                f"epoch {info['epoch']}: loss {info['train_loss']:.4f} {val} ({info['seconds']:.1f} s)"
-                + (" best" if info.get("best_epoch") == info["epoch"] else "")
-            )
+            bar.print(epoch_line(info))
 
-    with progress:
-        result = train(
-            run, cache, out, resume=resume, weights=WeightSources(directory=weights_dir), progress=report
-        )
-    output.out.print(f"model folder: {result.model_dir} (best epoch {result.best_epoch})")
+    return report
+
+
+def epoch_line(info: dict[str, Any]) -> str:
+    """One epoch's summary: training loss, the validation metrics, time, and whether it is the best."""
+    val = ", ".join(f"{k[4:]} {v:.3f}" for k, v in info.items() if k.startswith("val_") and v == v)
+    best = " (best)" if info.get("best_epoch") == info["epoch"] else ""
+    return f"epoch {info['epoch']}: loss {info['train_loss']:.4f}; {val}; {info['seconds']:.1f} s{best}"
 
 
 def register(app: typer.Typer) -> None:

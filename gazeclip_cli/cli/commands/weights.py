@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gazeclip_cli.cli import output
+from gazeclip_cli.cli import options, output
 from gazeclip_cli.core.weights.fetch import fetch_weight
 from gazeclip_cli.core.weights.locate import (
     KNOWN_WEIGHTS,
@@ -22,16 +22,12 @@ weights_app = typer.Typer(
     help="Pretrained weights: what is present, and fetching them.", invoke_without_command=True
 )
 
-WEIGHTS_DIR_OPTION = typer.Option(
-    None, "--weights-dir", help="Weights folder (default: $GAZECLIP_WEIGHTS_DIR or models/weights)."
-)
-
 
 @weights_app.callback()
 def weights_status(
     ctx: typer.Context,
-    directory: Path | None = WEIGHTS_DIR_OPTION,
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    directory: Path | None = options.weights_dir_option(),
+    fmt: str = options.format_option("each weight's status"),
 ) -> None:
     """Show which pretrained weights are present (with SHA-256) and what is missing."""
     if ctx.invoked_subcommand is not None:
@@ -74,16 +70,18 @@ def weights_status(
     )
     for r in rows:
         if r["missing"]:
-            output.out.print(f"- {r['missing']}")
+            output.prose(f"- {r['missing']}")
 
 
 @weights_app.command("fetch")
 def weights_fetch(
     names: list[str] = typer.Argument(
         None,
+        metavar="NAME...",
         help="Weights (timm-<model>.<tag> for any timm backbone) or architectures (their weights); default: all known.",
+        show_default=False,
     ),
-    directory: Path | None = WEIGHTS_DIR_OPTION,
+    directory: Path | None = options.weights_dir_option(),
 ) -> None:
     """Download CLIP (open_clip) and timm backbone weights (needs internet); say how to get the gaze estimators' by hand."""
     from gazeclip_cli.core.model.builder import resolve_weight_names
@@ -92,9 +90,9 @@ def weights_fetch(
     for name in resolve_weight_names(names) if names else list(KNOWN_WEIGHTS):
         result = fetch_weight(name, folder)
         if result.path:
-            output.out.print(f"{name}: {result.instructions} -> {result.path} (sha256 {result.sha256})")
+            output.prose(f"{name}: {result.instructions} -> {result.path} (sha256 {result.sha256})")
         else:
-            output.out.print(f"{name}: {result.instructions}")
+            output.prose(f"{name}: {result.instructions}")
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from gazeclip_cli.core.config_io import from_dict, to_dict
 from gazeclip_cli.core.data.faces import CROP_MARGIN, CROP_SIZE, FACE_POLICIES, resize_crop
+from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
 from gazeclip_cli.core.data.gaze_normalization import CameraIntrinsics, NormalisationSettings
 from gazeclip_cli.core.data.images import MAX_PIXELS
 from gazeclip_cli.core.data.manifest import MANIFEST_COLUMNS
@@ -62,7 +63,6 @@ SAMPLE_COLUMNS = (
 )
 FAILED_COLUMNS = ("sample_id", "kind", "reason")
 HASH_COLUMNS = ("path", "size", "mtime_ns", "sha256")
-DEFAULT_FRAMES_PER_VIDEO = 10
 REQUIRED = ("crop_path", "patch_path", "split", "dfd_label", "dfa_label", "generator")
 
 
@@ -426,6 +426,9 @@ class CacheRow:
     gaze: tuple[float, float] | None  # cached (pitch, yaw), or None
     file: Path | None = None  # the source image or video; None when the row names none
     sample_id: str = ""
+    source: str = ""  # the manifest's source dataset (DF40, Celeb-DF++...), "" when not given
+    frame_index: int | None = None  # frame number within the video; None for a still image
+    prompt_name: str = ""  # the generator as the level-4 prompt names it (caches before it: the generator)
 
 
 @dataclass(frozen=True)
@@ -473,11 +476,14 @@ def read_cache(folder: str | Path) -> Cache:
                         forgery_type=r.get("forgery_type", ""),
                         architecture=r.get("architecture", ""),
                         video_id=r.get("video_id", ""),
+                        prompt_name=r.get("prompt_name") or r["generator"],
                         gaze=(float(pitch), float(yaw))
                         if pitch not in ("", None) and yaw not in ("", None)
                         else None,
                         file=folder / r["path"] if r.get("path") else None,
                         sample_id=r.get("sample_id", ""),
+                        source=r.get("source", ""),
+                        frame_index=int(r["frame_index"]) if r.get("frame_index") else None,
                     )
                 )
             except (KeyError, ValueError) as exc:
@@ -511,6 +517,7 @@ def classes_of(rows: list[CacheRow]) -> list[dict[str, str]]:
                 "name": r.generator,
                 "forgery_type": "Real" if real else (r.forgery_type or "EFS"),
                 "architecture": "Real" if real else (r.architecture or "GAN"),
+                "prompt_name": r.prompt_name if r.prompt_name != r.generator else "",
             }
         )
     return out

@@ -5,6 +5,8 @@ Pure Python (no image libraries), so that ``build-benchmark`` stays light.
 
 from __future__ import annotations
 
+DEFAULT_FRAMES_PER_VIDEO = 10  # as the protocol samples its video sets (configs/protocol.toml)
+
 
 def evenly_spaced(n: int, k: int) -> list[int]:
     """``k`` indices spread evenly over ``range(n)``: the centre of each of ``k`` equal parts.

@@ -256,3 +256,30 @@ def canonical_patch_landmarks(settings: NormalisationSettings = NormalisationSet
     """
     pts = FACE_MODEL_MM - FACE_CENTRE_MM + np.array([0.0, 0.0, settings.distance])
     return settings.focal * pts[:, :2] / pts[:, 2:3] + settings.size / 2.0
+
+
+# --- gaze vectors -------------------------------------------------------------------------------
+
+
+def pitchyaw_to_vector(pitchyaw: np.ndarray) -> np.ndarray:
+    """(N, 2) pitch, yaw (radians) -> (N, 3) unit gaze vectors, ETH-XGaze's convention.
+
+    ``(-cos p sin y, -sin p, -cos p cos y)`` in camera axes (x right, y down, z away from the
+    camera): (0, 0) looks straight into the camera, positive yaw towards the image's left,
+    positive pitch up.
+    """
+    pitchyaw = np.asarray(pitchyaw, dtype=np.float64)
+    p, y = pitchyaw[:, 0], pitchyaw[:, 1]
+    return np.stack([-np.cos(p) * np.sin(y), -np.sin(p), -np.cos(p) * np.cos(y)], axis=1)
+
+
+def vector_to_pitchyaw(vectors: np.ndarray) -> np.ndarray:
+    """(N, 3) gaze vectors -> (N, 2) pitch, yaw in radians (inverse of :func:`pitchyaw_to_vector`)."""
+    v = np.asarray(vectors, dtype=np.float64)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return np.stack([np.arcsin(-v[:, 1]), np.arctan2(-v[:, 0], -v[:, 2])], axis=1)
+
+
+def gaze_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the gaze vectors of two (N, 2) pitch, yaw arrays, row by row: (N,)."""
+    return np.clip(np.sum(pitchyaw_to_vector(a) * pitchyaw_to_vector(b), axis=1), -1.0, 1.0)

@@ -38,7 +38,13 @@ import torch
 
 from gazeclip_cli.core.data.cache import PreprocessSettings
 from gazeclip_cli.core.data.face_prep import FacePreparer
-from gazeclip_cli.core.data.gaze_normalization import NormalisationSettings, canonical_patch_landmarks
+from gazeclip_cli.core.data.gaze_normalization import (
+    NormalisationSettings,
+    canonical_patch_landmarks,
+    gaze_cosine,
+    pitchyaw_to_vector,
+    vector_to_pitchyaw,
+)
 from gazeclip_cli.core.demo.synthetic import finish_photo, render_face, sample_identity
 from gazeclip_cli.core.errors import ConfigError, DataError, WeightsError
 from gazeclip_cli.core.model.gaze_estimator import PATCH_SIZE, SmallGazeCNN
@@ -104,22 +110,9 @@ class GazeFitResult:
 # --------------------------------------------------------------------------------------
 
 
-def pitchyaw_to_vector(pitchyaw: np.ndarray) -> np.ndarray:
-    """(N, 2) pitch, yaw (radians) -> (N, 3) unit gaze vectors, ETH-XGaze convention."""
-    p, y = pitchyaw[:, 0], pitchyaw[:, 1]
-    return np.stack([-np.cos(p) * np.sin(y), -np.sin(p), -np.cos(p) * np.cos(y)], axis=1)
-
-
-def vector_to_pitchyaw(vectors: np.ndarray) -> np.ndarray:
-    """(N, 3) gaze vectors -> (N, 2) pitch, yaw in radians (inverse of :func:`pitchyaw_to_vector`)."""
-    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.stack([np.arcsin(-v[:, 1]), np.arctan2(-v[:, 0], -v[:, 2])], axis=1)
-
-
 def angular_error_deg(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Angle in degrees between predicted and true gaze, each (N, 2) pitch, yaw."""
-    cos = np.sum(pitchyaw_to_vector(predicted) * pitchyaw_to_vector(truth), axis=1)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return np.degrees(np.arccos(gaze_cosine(predicted, truth)))
 
 
 # --------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 Stages, each the real code a user runs: render the benchmark and write its manifest ->
 fit the demo's gaze estimator on renders whose gaze is known -> ``preprocess`` (aligned
 mode, gaze cached by that estimator) -> ``train`` (the ``demo-small`` architecture) ->
-``evaluate`` (the paper's tables) -> ``attribute`` one seen fake and one unseen fake with
-the HTML report. Every stage runs on a fixed number of torch (and OpenCV) threads: float
-sums depend on it, so the same thread count and CPU kernels give the same bits.
+``evaluate`` (the paper's tables) -> ``analyze`` (Figs 1 and 10) -> ``attribute`` one
+seen fake and one unseen fake with the HTML report, which embeds the two figures. Every
+stage runs on a fixed number of torch (and OpenCV) threads: float sums depend on it, so the
+same thread count and CPU kernels give the same bits.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gazeclip_cli.core.demo.synthetic import SyntheticBenchmarkConfig, write_syn
 from gazeclip_cli.core.errors import ConfigError
 from gazeclip_cli.core.evaluate.metrics import EvaluationReport
 from gazeclip_cli.core.evaluate.runner import EvaluateResult, evaluate_model
+from gazeclip_cli.core.model.folder import SYNTHETIC_KEY
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import TrainResult, train
 
@@ -62,6 +64,7 @@ class DemoConfig:
     batch_size: int = 16
     lr_step_epochs: int = 100  # no step within the demo's few epochs
     threshold: float = 0.9
+    analysis_per_class: int = 24  # t-SNE samples per class in the report's Fig. 10
     threads: int = DEMO_THREADS  # torch and OpenCV threads of every stage
 
     def __post_init__(self) -> None:
@@ -87,6 +90,7 @@ class DemoConfig:
             gaze_fit=GazeFitConfig.quick(seed),
             epochs=QUICK_EPOCHS,
             threads=DEMO_THREADS if threads is None else threads,
+            analysis_per_class=12,
         )
 
 
@@ -115,6 +119,7 @@ class DemoResult:
     per_class: list[SeenClassFigures]
     threads: int  # torch intra-op threads every stage ran with
     cpu_capability: str  # torch's CPU kernel set, e.g. AVX2 or AVX512
+    analysis_dir: Path | None = None  # Fig. 1 and Fig. 10 with their numbers (also in the report)
 
 
 def headline_figures(report: EvaluationReport, num_classes: int) -> dict[str, float | None]:
@@ -174,10 +179,11 @@ def run_demo(
 
 
 def _run_demo(out: Path, config: DemoConfig, progress: Progress | None) -> DemoResult:
+    from gazeclip_cli.core.analyze.report import demo_figures
     from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
     from gazeclip_cli.core.inference.report_html import attribute_with_report, write_report
 
-    for sub in ("data", "cache", "run", "results"):
+    for sub in ("data", "cache", "run", "results", "analysis"):
         if (out / sub).exists():
             shutil.rmtree(out / sub)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,14 +236,33 @@ def _run_demo(out: Path, config: DemoConfig, progress: Progress | None) -> DemoR
         out / "run",
         progress=say,
         prepare_model=lambda model: model.gaze_encoder.estimator.load_state_dict(estimator_state),
+        folder_meta={SYNTHETIC_KEY: True},  # every verdict of this model says it learned from renders
     )
     clock.done("train")
 
     say("stage", {"name": "evaluate", "text": "evaluating (the paper's tables)"})
     evaluation = evaluate_model(
-        trained.model_dir, out / "cache", out / "results", tau=config.threshold, device="cpu"
+        trained.model_dir,
+        out / "cache",
+        out / "results",
+        tau=config.threshold,
+        device="cpu",
+        progress=lambda p: say("evaluate", {"progress": p}),
     )
     clock.done("evaluate")
+
+    say(
+        "stage",
+        {"name": "analyze", "text": "analysing: gaze distance per generator (Fig. 1), t-SNE (Fig. 10)"},
+    )
+    figures = demo_figures(
+        out / "cache",
+        trained.model_dir,
+        out / "analysis",
+        per_class=config.analysis_per_class,
+        seed=config.seed,
+    )
+    clock.done("analyze")
 
     say("stage", {"name": "attribute", "text": "attributing two test images with the HTML report"})
     predictor = Predictor(
@@ -248,7 +273,7 @@ def _run_demo(out: Path, config: DemoConfig, progress: Progress | None) -> DemoR
     samples = _pick_samples(bench.manifest)
     entries = [attribute_with_report(predictor, path) for path in samples]
     attributed = [entry.result.as_dict() for entry in entries]
-    report = write_report(out / "report.html", entries, predictor.provenance({"command": "demo"}))
+    report = write_report(out / "report.html", entries, predictor.provenance({"command": "demo"}), figures)
     clock.done("attribute")
     result = DemoResult(
         out_dir=out,
@@ -264,6 +289,7 @@ def _run_demo(out: Path, config: DemoConfig, progress: Progress | None) -> DemoR
         per_class=seen_class_figures(evaluation.report),
         threads=torch.get_num_threads(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        analysis_dir=out / "analysis",
     )
     _write_headline(out / HEADLINE_FILE, result, config)
     return result

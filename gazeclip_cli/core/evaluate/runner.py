@@ -31,18 +31,36 @@ from gazeclip_cli.core.data.cache import (
 )
 from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import DataError
-from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, corrupt
+from gazeclip_cli.core.evaluate.corruptions import CORRUPTION_NAMES, CORRUPTIONS, corrupt
 from gazeclip_cli.core.evaluate.metrics import EvaluationReport, robustness_from_reports
 from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
 from gazeclip_cli.core.evaluate.result_folder import write_efficiency, write_provenance
 from gazeclip_cli.core.evaluate.tables import WrittenTables, write_report, write_robustness
 from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.detector import Detector
-from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256
+from gazeclip_cli.core.model.folder import (
+    SYNTHETIC_NOTICE,
+    WEIGHTS_FILE,
+    load_model_folder,
+    model_folder_sha256,
+    trained_on_synthetic,
+)
 from gazeclip_cli.core.model.info import model_info
 from gazeclip_cli.core.weights.locate import sha256_file
 
-Progress = Callable[[str, dict[str, Any]], None]
+
+@dataclass(frozen=True)
+class EvaluateProgress:
+    """Reported after every batch of predictions, in every pass over the split."""
+
+    pass_name: str  # "clean", or a corruption's title and severity, e.g. "JPEG compression, severity 2"
+    pass_index: int  # 1-based: the clean pass, then each corruption x severity
+    passes: int  # 1 + corruptions x severities
+    done: int  # faces predicted in this pass
+    total: int  # faces in the split
+
+
+Progress = Callable[[EvaluateProgress], None]
 
 
 @dataclass
@@ -50,7 +68,8 @@ class EfficiencyResult:
     """The paper's Table VII columns for this model on this machine."""
 
     params_m: float
-    gflops_test_path: float
+    gflops_test_path: float  # a multiply-add counted as 2 FLOPs
+    gmacs_test_path: float  # the same count in multiply-adds (the convention Table VII most likely uses)
     seconds_per_image_batch1: float
     seconds_per_image_batched: float
     batch_size: int
@@ -69,6 +88,8 @@ class EvaluateResult:
     preprocessing_note: str | None = None  # set when the cache's preparation could not be checked
     robustness: WrittenTables | None = None
     efficiency: EfficiencyResult | None = None
+    split: str = "test"  # the cache split evaluated
+    notice: str | None = None  # set when the model learned from the synthetic demo benchmark
 
 
 def check_preparation(
@@ -150,6 +171,7 @@ def measure_efficiency(
     return EfficiencyResult(
         params_m=info.total / 1e6,
         gflops_test_path=info.test_path_flops / 1e9,
+        gmacs_test_path=info.test_path_flops / 2 / 1e9,
         seconds_per_image_batch1=per_image(1),
         seconds_per_image_batched=per_image(batch_size),
         batch_size=batch_size,
@@ -174,37 +196,69 @@ def evaluate_model(
     weights: WeightSources | None = None,
     progress: Progress | None = None,
 ) -> EvaluateResult:
-    """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``."""
+    """The paper's evaluation of one model folder on one cache split; tables written to ``out_dir``.
+
+    Raises:
+        DataError: the split is empty, its classes are not the model's, its faces were prepared
+            otherwise than the training faces, or ``robustness`` is asked for on a split without
+            unseen sets (Fig. 6's metric is open-set ACC over unseen sets).
+    """
     dev = resolve_device(device)
-    folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
-    model = folder.model
     cache = read_cache(cache_dir)
     rows = cache.split(split)
     if not rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the '{split}' split")
+    if robustness and not any(r.dfa < 0 for r in rows):
+        raise DataError(
+            f"{cache_dir}: the '{split}' split has no unseen sets (DFA label -1), and robustness measures "
+            "open-set attribution ACC over unseen sets (Fig. 6); evaluate a split with unseen sets (test)"
+        )
+    folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
+    model = folder.model
     check_classes(folder.class_names, rows, split)
     note = check_preparation(
         settings_of_model(folder.meta, folder.path), cache.settings, model_dir, cache_dir
     )
     # Cached angles only from the estimator this model runs: another's are refused, with the fix.
-    dataset = CacheDataset(rows, model.cfg.image_size, True, model.uses_gaze)
+    # A fine-tuned estimator is never stood in for by cached angles (Table XIII "w/ finetuned GE").
+    dataset = CacheDataset(rows, model.cfg.image_size, model.cfg.accepts_cached_gaze, model.uses_gaze)
     check_cached_gaze(cache, model.gaze_estimator, dataset)
-    att, det = predict_dataset(model, dataset, dev, batch_size, workers, progress=progress)
+    passes = 1 + (len(corruptions) * len(severities) if robustness else 0)
+
+    def reporter(name: str, index: int) -> Callable[[str, dict[str, Any]], None] | None:
+        """predict_dataset's progress as this pass's :class:`EvaluateProgress`."""
+        if progress is None:
+            return None
+        return lambda _kind, info: progress(
+            EvaluateProgress(name, index, passes, info["done"], info["total"])
+        )
+
+    att, det = predict_dataset(model, dataset, dev, batch_size, workers, progress=reporter("clean", 1))
     report = evaluate_rows(rows, att, det, tau)
     out_dir = Path(out_dir)
-    written = write_report(report, out_dir)
-    result = EvaluateResult(report, written, att, det, preprocessing_note=note)
+    written = write_report(report, out_dir, split=split)
+    notice = SYNTHETIC_NOTICE if trained_on_synthetic(folder.meta) else None
+    result = EvaluateResult(report, written, att, det, preprocessing_note=note, split=split, notice=notice)
     if robustness:
         corrupted = {}
+        index = 1
         for name in corruptions:
             for severity in severities:
-                if progress:
-                    progress("corruption", {"name": name, "severity": severity})
+                index += 1
                 a, d = predict_dataset(
-                    model, CorruptedDataset(dataset, name, severity), dev, batch_size, workers
+                    model,
+                    CorruptedDataset(dataset, name, severity),
+                    dev,
+                    batch_size,
+                    workers,
+                    progress=reporter(f"{CORRUPTIONS[name].title}, severity {severity}", index),
                 )
                 corrupted[(name, severity)] = evaluate_rows(rows, a, d, tau)
-        result.robustness = write_robustness(robustness_from_reports(report, corrupted), out_dir)
+        # Fig. 6 plots attribution ACC; a detection-only model (Fig. 9) gets its detection ACC.
+        metric = "unseen.open_set_acc" if "attribution" in model.experts else "unseen.detection_acc"
+        result.robustness = write_robustness(
+            robustness_from_reports(report, corrupted, metric), out_dir, split=split
+        )
     if efficiency:
         result.efficiency = measure_efficiency(model, dev, batch_size)
         write_efficiency(out_dir, result.efficiency.as_dict())

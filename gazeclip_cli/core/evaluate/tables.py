@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from gazeclip_cli.core.errors import DataError
-from gazeclip_cli.core.evaluate.metrics import EvaluationReport, GroupAverage, RobustnessResult, SetMetrics
+from gazeclip_cli.core.evaluate.metrics import (
+    HEADS,
+    EvaluationReport,
+    GroupAverage,
+    RobustnessResult,
+    SetMetrics,
+    expert_of,
+)
 
 Cell = str | float | None
 
@@ -65,8 +72,8 @@ _ROWS = (
 _LABELS = {name: label for name, label, _ in _ROWS}
 
 _TITLES = {
-    "unseen": "Unseen test sets (layout of Tables II and III)",
-    "seen": "Seen test sets",
+    "unseen": "Unseen sets, {split} split (layout of Tables II and III)",
+    "seen": "Seen sets, {split} split",
 }
 
 
@@ -74,11 +81,11 @@ def _percent(value: float | None) -> float | None:
     return None if value is None else 100.0 * value
 
 
-def _group_table(report: EvaluationReport, kind: str, average: GroupAverage) -> Table:
+def _group_table(report: EvaluationReport, kind: str, average: GroupAverage, split: str) -> Table:
     members = [s for s in report.sets if s.kind == kind]
     rows: list[tuple[Cell, ...]] = []
     for name, label, kinds in _ROWS:
-        if kind not in kinds:
+        if kind not in kinds or expert_of(name) not in report.heads:
             continue
         values = [getattr(s, name) for s in members]
         if name not in ("open_set_acc", "detection_acc") and all(v is None for v in values):
@@ -88,7 +95,7 @@ def _group_table(report: EvaluationReport, kind: str, average: GroupAverage) -> 
         rows.append((label, *(_percent(v) for v in values), _percent(getattr(average, name))))
     return Table(
         key=kind,
-        title=_TITLES[kind],
+        title=_TITLES[kind].format(split=split),
         columns=("Metric", *(s.name for s in members), "Average"),
         rows=tuple(rows),
         notes=_notes(report, kind, members),
@@ -97,6 +104,12 @@ def _group_table(report: EvaluationReport, kind: str, average: GroupAverage) -> 
 
 def _notes(report: EvaluationReport, kind: str, members: Sequence[SetMetrics]) -> tuple[str, ...]:
     notes = ["Values in %. Average: mean over the sets of this table where the metric is defined."]
+    for head in HEADS:
+        if head not in report.heads:
+            notes.append(
+                f"No {head} rows: this model has no {head} expert (trained with experts = "
+                f"{list(report.heads)}, the paper's Fig. 9 ablation)."
+            )
     paired: dict[str, list[str]] = {}
     for s in members:
         if s.paired_with is not None:
@@ -110,7 +123,10 @@ def _notes(report: EvaluationReport, kind: str, members: Sequence[SetMetrics]) -
     alone = [
         s.name
         for s in members
-        if s.detection_auc is None and s.paired_with is None and s.name not in partners
+        if "detection" in report.heads
+        and s.detection_auc is None
+        and s.paired_with is None
+        and s.name not in partners
     ]
     if alone:
         notes.append(
@@ -126,12 +142,13 @@ def _notes(report: EvaluationReport, kind: str, members: Sequence[SetMetrics]) -
     return tuple(notes)
 
 
-def report_tables(report: EvaluationReport) -> tuple[Table, ...]:
-    """The unseen-set table (Tables II and III) and the seen-set table, whichever have sets."""
+def report_tables(report: EvaluationReport, split: str = "test") -> tuple[Table, ...]:
+    """The unseen-set table (Tables II and III) and the seen-set table, whichever have sets; the
+    titles name the cache split evaluated."""
     tables = []
     for kind, average in (("unseen", report.unseen_average), ("seen", report.seen_average)):
         if average is not None:
-            tables.append(_group_table(report, kind, average))
+            tables.append(_group_table(report, kind, average, split))
     return tuple(tables)
 
 
@@ -140,7 +157,7 @@ def _metric_label(metric: str) -> str:
     return f"{_LABELS.get(field, field)}, mean over {group} sets"
 
 
-def robustness_table(result: RobustnessResult) -> Table:
+def robustness_table(result: RobustnessResult, split: str = "test") -> Table:
     """Corruption x severity table of the robustness metric, with the mean over severities >= 1."""
     from gazeclip_cli.core.evaluate.corruptions import CORRUPTIONS
 
@@ -152,7 +169,7 @@ def robustness_table(result: RobustnessResult) -> Table:
         rows.append((title, *(_percent(v) for v in values), _percent(mean)))
     return Table(
         key="robustness",
-        title=f"Robustness: {_metric_label(result.metric)} (layout of Fig. 6)",
+        title=f"Robustness, {split} split: {_metric_label(result.metric)} (layout of Fig. 6)",
         columns=("Corruption", *(f"Severity {s}" for s in result.severities), "Mean 1-5"),
         rows=tuple(rows),
         notes=("Values in %. Severity 0 is the clean test data.",),
@@ -235,7 +252,7 @@ def write_tables(
 
 
 def write_report(
-    report: EvaluationReport, out_dir: Path, stem: str = "evaluation", digits: int = 2
+    report: EvaluationReport, out_dir: Path, stem: str = "evaluation", digits: int = 2, split: str = "test"
 ) -> WrittenTables:
     """Write ``<stem>.md``, ``<stem>-<table key>.csv`` per table and ``<stem>.json`` into ``out_dir``.
 
@@ -244,29 +261,35 @@ def write_report(
         out_dir: folder, created if missing.
         stem: file-name stem.
         digits: decimals of the percentages in Markdown and CSV (JSON keeps full precision).
+        split: the cache split evaluated, named in the titles.
 
     Returns:
         The tables (for the CLI to print) and the paths written.
     """
-    tables = report_tables(report)
+    tables = report_tables(report, split)
     return write_tables(
         tables, report.to_dict(), out_dir, stem, [f"{stem}-{t.key}.csv" for t in tables], digits
     )
 
 
 def write_robustness(
-    result: RobustnessResult, out_dir: Path, stem: str = "robustness", plot: bool = True, digits: int = 2
+    result: RobustnessResult,
+    out_dir: Path,
+    stem: str = "robustness",
+    plot: bool = True,
+    digits: int = 2,
+    split: str = "test",
 ) -> WrittenTables:
     """Write ``<stem>.md``, ``<stem>.csv``, ``<stem>.json`` and, with ``plot``, ``<stem>.png``.
 
     Raises:
-        DataError: the folder cannot be written, or ``plot`` is set and matplotlib is missing.
+        DataError: the folder cannot be written.
     """
-    tables = (robustness_table(result),)
+    tables = (robustness_table(result, split),)
     written = write_tables(tables, result.to_dict(), out_dir, stem, [f"{stem}.csv"], digits)
     if not plot:
         return written
-    png = plot_robustness(result, Path(out_dir) / f"{stem}.png")
+    png = plot_robustness(result, Path(out_dir) / f"{stem}.png", split)
     return WrittenTables(
         tables=written.tables, markdown=written.markdown, csv=written.csv, json=written.json, plot=png
     )
@@ -294,33 +317,27 @@ def load_robustness(path: Path) -> RobustnessResult:
     return RobustnessResult.from_dict(_read_json(path), where=str(path))
 
 
-def plot_robustness(result: RobustnessResult | Mapping[str, RobustnessResult], path: Path) -> Path:
+def plot_robustness(
+    result: RobustnessResult | Mapping[str, RobustnessResult], path: Path, split: str | None = None
+) -> Path:
     """Draw one panel per corruption, the metric (%) against severity, as in Fig. 6; save as PNG.
 
     ``result`` is one model's result, or several by label (one line each, as Fig. 6 compares
-    methods); several results must share corruptions, severities and metric. Uses matplotlib's
-    Agg canvas directly (no pyplot), so no global backend state is touched.
+    methods); several results must share corruptions, severities and metric. Drawn on
+    matplotlib's Agg canvas (:func:`~gazeclip_cli.core.figures.new_figure`).
 
     Raises:
-        DataError: matplotlib is not installed.
+        DataError: the file cannot be written.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise DataError(
-            "the robustness plot needs matplotlib, which is not installed; "
-            "run pip install matplotlib (or pip install 'gazeclip[dev]'), or skip the plot"
-        ) from exc
     from gazeclip_cli.core.evaluate.corruptions import CORRUPTIONS
+    from gazeclip_cli.core.figures import new_figure
 
     series = {"": result} if isinstance(result, RobustnessResult) else dict(result)
     first = next(iter(series.values()))
     n = len(first.corruptions)
     ncols = min(5, max(n, 1))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(3.0 * ncols, 2.6 * nrows + (0.4 if len(series) > 1 else 0)), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(3.0 * ncols, 2.6 * nrows + (0.4 if len(series) > 1 else 0))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for i, ax in enumerate(axes.flat):
         if i >= n:
@@ -345,7 +362,8 @@ def plot_robustness(result: RobustnessResult | Mapping[str, RobustnessResult], p
     if len(series) > 1:
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(series), 6), fontsize=8)
-    fig.suptitle(_metric_label(first.metric), fontsize=10)
+    prefix = "" if split is None else f"{split} split: "  # compare's runs may come from several splits
+    fig.suptitle(prefix + _metric_label(first.metric), fontsize=10)
     path = Path(path)
     try:
         fig.savefig(path, dpi=120)

@@ -27,7 +27,6 @@ uint8 -> (B, 3, 224, 224) in [0, 1].
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,10 @@ import torch
 from gazeclip_cli.core.data.cache import CacheSettings, PreprocessSettings, settings_of_model
 from gazeclip_cli.core.data.face_prep import FacePreparer
 from gazeclip_cli.core.data.faces import FACE_POLICIES, Face, FaceDetector, resize_crop
+from gazeclip_cli.core.data.frame_sampling import DEFAULT_FRAMES_PER_VIDEO
+from gazeclip_cli.core.data.gaze_normalization import pitchyaw_to_vector, vector_to_pitchyaw
 from gazeclip_cli.core.data.images import (
+    check_image_file,
     check_readable_file,
     decode_image,
     display_path,
@@ -66,6 +68,17 @@ from gazeclip_cli.core.model.optimize import optimize_for_inference
 
 FACE_MODES = ("detect", "aligned")
 UNKNOWN_GENERATOR = "unknown generator"
+
+
+def absent_experts_note(experts: tuple[str, ...]) -> str | None:
+    """One line naming the expert a model lacks (the paper's Fig. 9 ablation) and what stays empty."""
+    if "detection" not in experts:
+        return "this model has no detection expert (experts = ['attribution']): no verdict or P(fake)"
+    if "attribution" not in experts:
+        return "this model has no attribution expert (experts = ['detection']): no generator or top classes"
+    return None
+
+
 GAZE_PATCH_SIZE = 224
 
 
@@ -77,7 +90,7 @@ class PredictorSettings:
     faces: str | None = None  # face policy: largest, score or all; None: the model folder's (largest)
     face_mode: str | None = None  # detect (MTCNN) or aligned (already face crops); None: the model folder's
     batch_size: int = 16  # faces per forward pass
-    video_frames: int = 8  # frames sampled evenly from each video
+    video_frames: int = DEFAULT_FRAMES_PER_VIDEO  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
 
     def __post_init__(self) -> None:
@@ -151,19 +164,22 @@ class FacePrediction:
     frame_index: int | None
     box: tuple[float, float, float, float]  # x0 y0 x1 y1 in source pixels
     detector_score: float | None
-    verdict: str  # "fake" or "real": argmax of the detection expert
-    p_fake: float  # softmax probability of the detection expert's fake class
-    generator: str  # attributed class (argmax of the attribution expert), a generator or a real source
-    generator_probability: float  # its softmax probability
-    unknown: bool  # generator_probability < threshold: an unseen ("unknown") generator
+    # verdict and p_fake are None for a model without the detection expert; generator,
+    # generator_probability and unknown are None (top, probabilities empty) without the
+    # attribution expert (the paper's Fig. 9 ablation; see absent_experts_note).
+    verdict: str | None  # "fake" or "real": argmax of the detection expert
+    p_fake: float | None  # softmax probability of the detection expert's fake class
+    generator: str | None  # attributed class (argmax of the attribution expert), a generator or a real source
+    generator_probability: float | None  # its softmax probability
+    unknown: bool | None  # generator_probability < threshold: an unseen ("unknown") generator
     top: tuple[ClassProbability, ...]  # the top-k classes, most probable first
     probabilities: tuple[float, ...]  # every class's probability, in class order
     gaze_pitch: float | None  # radians, in the normalised camera the estimator sees
     gaze_yaw: float | None  # radians
 
     @property
-    def attribution(self) -> str:
-        """What to tell a person: the generator, or "unknown generator"."""
+    def attribution(self) -> str | None:
+        """What to tell a person: the generator, or "unknown generator" (None without the expert)."""
         return UNKNOWN_GENERATOR if self.unknown else self.generator
 
     def as_dict(self) -> dict[str, Any]:
@@ -187,15 +203,15 @@ class VideoVerdict:
     """
 
     frames_scored: int
-    verdict: str
-    p_fake: float
-    generator: str
-    generator_probability: float
-    unknown: bool
+    verdict: str | None  # None fields: as FacePrediction's, for a model without that expert
+    p_fake: float | None
+    generator: str | None
+    generator_probability: float | None
+    unknown: bool | None
     top: tuple[ClassProbability, ...]
 
     @property
-    def attribution(self) -> str:
+    def attribution(self) -> str | None:
         return UNKNOWN_GENERATOR if self.unknown else self.generator
 
     def as_dict(self) -> dict[str, Any]:
@@ -237,6 +253,21 @@ class InputResult:
             "face_errors": [asdict(f) for f in self.face_failures],
             "video": None if self.video is None else self.video.as_dict(),
         }
+
+
+def input_problems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Inputs that cannot be read at all (missing, a folder, empty, unreadable, too large), one message
+    each: cheap checks, made before a model is loaded so that a mistyped name fails at once."""
+    problems = []
+    for path in paths:
+        try:
+            if is_video_path(path):
+                check_readable_file(path)
+            else:
+                check_image_file(path)
+        except InputError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def error_reason(message: str, path: str) -> str:
@@ -514,29 +545,51 @@ class Predictor:
             chunk = faces[start : start + bs]
             images, patches = self.input_tensors(chunk)
             out = self.model(images, patches)
-            p_att = torch.softmax(out.attribution_logits.float(), dim=-1).cpu().numpy()  # (B, x)
-            p_det = torch.softmax(out.detection_logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
+            p_att = p_det = None
+            if out.attribution_logits is not None:
+                p_att = torch.softmax(out.attribution_logits.float(), dim=-1).cpu().numpy()  # (B, x)
+            if out.detection_logits is not None:
+                p_det = torch.softmax(out.detection_logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
             gaze = out.gaze.float().cpu().numpy() if out.gaze is not None else None  # (B, 2)
             for i, face in enumerate(chunk):
-                predictions.append(self._face_prediction(face, p_att[i], float(p_det[i]), gaze, i))
+                predictions.append(
+                    self._face_prediction(
+                        face,
+                        None if p_att is None else p_att[i],
+                        None if p_det is None else float(p_det[i]),
+                        gaze,
+                        i,
+                    )
+                )
         return predictions
 
+    def _verdict(self, probs: np.ndarray | None, p_fake: float | None) -> dict[str, Any]:
+        """The verdict fields faces and videos share; None where the model lacks the expert."""
+        top = self._top(probs) if probs is not None else ()
+        return {
+            "verdict": None if p_fake is None else ("fake" if p_fake >= 0.5 else "real"),
+            "p_fake": p_fake,
+            "generator": top[0].name if top else None,
+            "generator_probability": top[0].probability if top else None,
+            "unknown": top[0].probability < self.settings.threshold if top else None,
+            "top": top,
+        }
+
     def _face_prediction(
-        self, face: PreparedFace, probs: np.ndarray, p_fake: float, gaze: np.ndarray | None, row: int
+        self,
+        face: PreparedFace,
+        probs: np.ndarray | None,
+        p_fake: float | None,
+        gaze: np.ndarray | None,
+        row: int,
     ) -> FacePrediction:
-        top = self._top(probs)
         return FacePrediction(
             face_index=face.face_index,
             frame_index=face.frame_index,
             box=face.box,
             detector_score=face.detector_score,
-            verdict="fake" if p_fake >= 0.5 else "real",
-            p_fake=p_fake,
-            generator=top[0].name,
-            generator_probability=top[0].probability,
-            unknown=top[0].probability < self.settings.threshold,
-            top=top,
-            probabilities=tuple(float(p) for p in probs),
+            **self._verdict(probs, p_fake),
+            probabilities=() if probs is None else tuple(float(p) for p in probs),
             gaze_pitch=None if gaze is None else float(gaze[row, 0]),
             gaze_yaw=None if gaze is None else float(gaze[row, 1]),
         )
@@ -564,19 +617,34 @@ class Predictor:
         """A video's verdict from its frames' face predictions (see :class:`VideoVerdict`)."""
         per_frame: dict[int | None, float] = {}
         for p in predictions:
-            per_frame[p.frame_index] = max(per_frame.get(p.frame_index, 0.0), p.p_fake)
-        p_fake = float(np.mean(list(per_frame.values())))
-        probs = np.mean(np.array([p.probabilities for p in predictions]), axis=0)
-        top = self._top(probs)
-        return VideoVerdict(
-            frames_scored=len(per_frame),
-            verdict="fake" if p_fake >= 0.5 else "real",
-            p_fake=p_fake,
-            generator=top[0].name,
-            generator_probability=top[0].probability,
-            unknown=top[0].probability < self.settings.threshold,
-            top=top,
-        )
+            per_frame[p.frame_index] = max(per_frame.get(p.frame_index, 0.0), p.p_fake or 0.0)
+        has_det, has_att = predictions[0].p_fake is not None, bool(predictions[0].probabilities)
+        p_fake = float(np.mean(list(per_frame.values()))) if has_det else None
+        probs = np.mean(np.array([p.probabilities for p in predictions]), axis=0) if has_att else None
+        return VideoVerdict(frames_scored=len(per_frame), **self._verdict(probs, p_fake))
+
+    def describe(self, v: FacePrediction | VideoVerdict) -> str:
+        """The two experts' verdicts in words for a person: real or fake, and by what (or unknown).
+        A model with one expert (Fig. 9) is described by that expert alone."""
+        reach = f"no known class reaches p {self.settings.threshold:g}"
+        if v.generator is None:  # no attribution expert
+            return f"{v.verdict} by detection (the model has no attribution expert)"
+        if v.verdict is None:  # no detection expert
+            if v.unknown:
+                return f"from an unknown source ({reach}; the model has no detection expert)"
+            return f"attributed to {v.generator} (the model has no detection expert)"
+        real_source = self.class_names.index(v.generator) in self.real_classes
+        if v.unknown and v.verdict == "real":
+            return f"real, from a source unlike any the model knows ({reach})"
+        if v.unknown:
+            return f"fake, made by an unknown generator ({reach})"
+        if v.verdict == "real":
+            if real_source:
+                return f"real, attributed to the real source {v.generator}"
+            return f"real by detection, yet attributed to {v.generator}: the two experts disagree"
+        if real_source:
+            return f"fake by detection, yet attributed to the real source {v.generator}: the two experts disagree"
+        return f"fake, made by {v.generator}"
 
     def gradcam(self, face: PreparedFace, class_index: int | None = None) -> GradCam:
         """Grad-CAM of one face's attribution logit (the predicted class by default) over its crop."""
@@ -594,10 +662,10 @@ def camera_gaze(pitch: float, yaw: float, rotation: np.ndarray | None) -> tuple[
 
     The estimator sees the normalised patch, so its angles are in the virtual camera; the
     rotation of the normalisation (camera -> normalised camera) undoes that. Conventions
-    as ETH-XGaze: vector = (-cos p sin y, -sin p, -cos p cos y).
+    as ETH-XGaze (:func:`~gazeclip_cli.core.data.gaze_normalization.pitchyaw_to_vector`).
     """
-    vec = np.array([-math.cos(pitch) * math.sin(yaw), -math.sin(pitch), -math.cos(pitch) * math.cos(yaw)])
+    vec = pitchyaw_to_vector(np.array([[pitch, yaw]]))[0]
     if rotation is not None:
         vec = np.asarray(rotation, dtype=np.float64).T @ vec  # normalised camera -> source camera
-    vec /= np.linalg.norm(vec)
-    return float(math.asin(-vec[1])), float(math.atan2(-vec[0], -vec[2]))
+    p, y = vector_to_pitchyaw(vec[None])[0]
+    return float(p), float(y)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gazeclip_cli import __version__
+from gazeclip_cli.core.model.folder import SYNTHETIC_NOTICE, trained_on_synthetic
 from gazeclip_cli.core.weights.locate import sha256_file
 
 # Distributions whose version can change a verdict (decoders, detector, network code).
@@ -50,6 +51,7 @@ class ModelProvenance:
     trained_on: str  # hash of the preprocessed training data, as recorded
     created: str  # when the folder was written (UTC), as recorded
     class_names: list[str]  # attribution classes, index = logit
+    synthetic: bool = False  # trained on the synthetic demo benchmark: verdicts say nothing about real photos
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class Provenance:
     settings: dict[str, Any]  # inference settings (threshold, face policy, ...)
     time_utc: str  # when this run started, ISO 8601 UTC
     extra: dict[str, Any] = field(default_factory=dict)  # command-specific additions
+
+    @property
+    def notice(self) -> str | None:
+        """What a reader of these verdicts must know first (a model trained on synthetic data), or None."""
+        return SYNTHETIC_NOTICE if self.model.synthetic else None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +125,7 @@ def model_provenance(
         trained_on=str(meta.get("trained_on", "")),
         created=str(meta.get("created", "")),
         class_names=list(meta.get("class_names", [])),
+        synthetic=trained_on_synthetic(meta),
     )
 
 

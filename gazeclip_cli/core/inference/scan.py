@@ -253,12 +253,18 @@ def _empty(fmt: str) -> Any:
 
 
 def _box(box: tuple[float, float, float, float] | None, fmt: str) -> Any:
+    """CSV: ``x0 y0 x1 y1``; JSONL: ``[x0, y0, x1, y1]``, as ``attribute --format json`` writes it."""
     if box is None:
         return _empty(fmt)
+    if fmt == "jsonl":
+        return [round(float(v), 1) for v in box]
     return " ".join(f"{v:.1f}" for v in box)
 
 
-def _top3(top: Iterable[Any]) -> str:
+def _top3(top: Iterable[Any], fmt: str) -> Any:
+    """CSV: ``name=p;name=p;name=p``; JSONL: ``[{"name", "probability"}, ...]`` as attribute's ``top``."""
+    if fmt == "jsonl":
+        return [{"name": c.name, "probability": round(float(c.probability), DECIMALS)} for c in top]
     return ";".join(f"{c.name}={c.probability:.{DECIMALS}f}" for c in top)
 
 
@@ -276,13 +282,13 @@ def _index(i: int | None, fmt: str) -> Any:
 
 def _verdict_fields(v: FacePrediction | VideoVerdict, fmt: str) -> dict[str, Any]:
     """The columns a face row and a video row share."""
-    return {
-        "verdict": v.verdict,
+    return {  # empty where the model lacks the expert (absent_experts_note says which)
+        "verdict": _empty(fmt) if v.verdict is None else v.verdict,
         "p_fake": _num(v.p_fake, fmt),
-        "generator": v.attribution,
+        "generator": _empty(fmt) if v.attribution is None else v.attribution,
         "generator_probability": _num(v.generator_probability, fmt),
-        "unknown": _flag(v.unknown, fmt),
-        "top3": _top3(v.top),
+        "unknown": _empty(fmt) if v.unknown is None else _flag(v.unknown, fmt),
+        "top3": _top3(v.top, fmt),
     }
 
 
@@ -402,8 +408,10 @@ class _Tally:
             if kind == "image" or kind == "video":
                 self.faces += kind == "image"
                 self.videos += kind == "video"
-                self.verdicts[r["verdict"]] += 1
-                self.generators[r["generator"]] += 1
+                if r["verdict"]:  # empty without a detection expert
+                    self.verdicts[r["verdict"]] += 1
+                if r["generator"]:  # empty without an attribution expert
+                    self.generators[r["generator"]] += 1
 
     def into(self, summary: ScanSummary) -> None:
         summary.files, summary.files_failed = self.files, self.failed
@@ -499,6 +507,24 @@ def output_format(out: str | os.PathLike[str]) -> str:
     if suffix not in FORMATS:
         raise ConfigError(f"--out {out}: use a .csv or .jsonl file name")
     return FORMATS[suffix]
+
+
+def check_output(out: str | os.PathLike[str], resume: bool) -> str:
+    """Check the results file before any work (a CLI calls it before loading the model); its format.
+
+    Raises:
+        ConfigError: not a ``.csv`` or ``.jsonl`` name.
+        DataError: it exists without ``resume``, or its folder does not exist.
+    """
+    out = Path(out)
+    fmt = output_format(out)
+    if out.exists() and out.stat().st_size > 0 and not resume:
+        raise DataError(
+            f"{out}: already exists; pass --resume to continue that scan, or choose another --out"
+        )
+    if not out.parent.is_dir():
+        raise DataError(f"{out.parent}: output folder does not exist; create it first")
+    return fmt
 
 
 def provenance_path(out: str | os.PathLike[str]) -> Path:
@@ -660,7 +686,7 @@ def scan(
     """
     start = time.perf_counter()
     out = Path(out)
-    fmt = output_format(out)
+    fmt = check_output(out, resume)
     if engine is None:
         engine = LocalEngine(workers, model_threads)
     elif workers is not None or model_threads is not None:
@@ -668,12 +694,6 @@ def scan(
     tally = _Tally()
     done: set[str] = set()
     exists = out.exists() and out.stat().st_size > 0
-    if exists and not resume:
-        raise DataError(
-            f"{out}: already exists; pass --resume to continue that scan, or choose another --out"
-        )
-    if not out.parent.is_dir():
-        raise DataError(f"{out.parent}: output folder does not exist; create it first")
     summary = ScanSummary(out=str(out), format=fmt)
     stats = WalkStats()
     new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}

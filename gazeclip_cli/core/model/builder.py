@@ -32,18 +32,28 @@ class WeightSources:
     overrides: dict[str, str | Path] = field(default_factory=dict)  # weight name -> explicit file
 
 
-def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
-    """(x, t) token ids: each class's prompts, tokenised to 77 each and concatenated."""
+def prompt_sets(cfg: GazeCLIPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct prompt sets, (P, t) token ids (77 per prompt, concatenated), and each class's set, (x,).
+
+    Classes whose prompts read alike (every fake class with L1 only) share one set: the text
+    tower encodes it once and the contrastive loss counts them as one positive (Table XI).
+    """
     if cfg.learnable_prompt_tokens and cfg.learnable_prompt_tokens > cfg.clip.text.context_length - 20:
         raise ValueError("learnable_prompt_tokens leaves no room for the prompt")
     templates = load_templates(cfg.prompt_templates)
     tokenizer = SimpleTokenizer(context_length=cfg.clip.text.context_length)
     filler = "X " * cfg.learnable_prompt_tokens  # word slots the learnable context vectors replace
-    rows = []
+    sets: dict[tuple[int, ...], int] = {}  # token ids -> set index, in first-seen class order
+    rows, of_class = [], []
     for spec in cfg.classes:
         prompts = [filler + p for p in class_prompts(spec, cfg.prompt_levels, templates)]
-        rows.append(tokenizer(prompts).reshape(-1))  # (levels, 77) -> (t,)
-    return torch.stack(rows)
+        row = tokenizer(prompts).reshape(-1)  # (levels, 77) -> (t,)
+        key = tuple(row.tolist())
+        if key not in sets:
+            sets[key] = len(rows)
+            rows.append(row)
+        of_class.append(sets[key])
+    return torch.stack(rows), torch.tensor(of_class, dtype=torch.long)
 
 
 def build_frozen_gaze_estimator(
@@ -100,7 +110,7 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
                 lora_rank=cfg.lora_rank,
                 lora_alpha=cfg.lora_alpha,
             )
-        lre, tokens = None, None
+        lre, prompts = None, None
         if cfg.use_lre:
             lre = LanguageRefinementEncoder(
                 clip,
@@ -113,8 +123,8 @@ def build_gazeclip(cfg: GazeCLIPConfig, weights: WeightSources | None = None, se
                 lora_alpha=cfg.lora_alpha,
                 learnable_tokens=cfg.learnable_prompt_tokens,
             )
-            tokens = prompt_tokens(cfg)
-        model = GazeCLIP(cfg, gaze_encoder, agpm, gie, lre, tokens)
+            prompts = prompt_sets(cfg)
+        model = GazeCLIP(cfg, gaze_encoder, agpm, gie, lre, prompts)
     model.pretrained_files = loaded
     return model
 

@@ -8,7 +8,7 @@ Contents:
 - ``meta.json``: format version, tool version, class names, preprocessing (the model's
   input facts and the training cache's settings record, ``preprocessing.cache``, from which
   ``attribute``, ``scan`` and ``evaluate`` prepare faces), weight-file checksums (and which of
-  those files loading needs), what it was trained on, and free-form training metadata.
+  those files loading needs), what it was trained on (``synthetic: true`` for the demo's renders), and free-form training metadata.
 
 Format 2 added ``preprocessing.cache``; format 1 folders still load (their record is
 missing, so readers state the defaults they assume).
@@ -36,6 +36,7 @@ from gazeclip_cli.core.errors import GazeclipError, ModelFolderError
 from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.model.image_encoder import TRAINABLE_EMBEDDINGS
 from gazeclip_cli.core.weights.locate import sha256_file
 from gazeclip_cli.core.weights.store import save_safetensors
 
@@ -45,6 +46,18 @@ TEXT_ONLY_PREFIXES = ("lre.", "logit_scale")  # train-path tensors the test path
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
+SYNTHETIC_KEY = "synthetic"  # meta.json: true when the model was trained on the synthetic demo benchmark
+# Demo folders written before meta.json recorded SYNTHETIC_KEY are known by their architecture.
+_SYNTHETIC_ARCHITECTURES = ("demo-small",)
+SYNTHETIC_NOTICE = (
+    "this model was trained on the synthetic demo benchmark (rendered faces, made-up generators): "
+    "its verdicts say nothing about real photos"
+)
+
+
+def trained_on_synthetic(meta: dict[str, Any]) -> bool:
+    """Whether a model folder's ``meta.json`` says it learned from the synthetic demo benchmark."""
+    return meta.get(SYNTHETIC_KEY) is True or meta.get("architecture") in _SYNTHETIC_ARCHITECTURES
 
 
 @dataclass
@@ -178,6 +191,59 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+@dataclass(frozen=True)
+class FolderSummary:
+    """What ``meta.json`` says about a model folder, read without loading it."""
+
+    path: Path
+    architecture: str | None
+    classes: int | None  # attribution classes
+    created: str | None  # when it was written (UTC)
+    synthetic: bool  # trained on the synthetic demo benchmark
+    problem: str | None  # why it cannot be loaded (incompatible format, missing file), or None
+
+
+def find_model_folders(root: str | Path, depth: int = 3) -> list[FolderSummary]:
+    """Model folders (a folder with ``meta.json``) at or below ``root``, at most ``depth`` levels down,
+    in name order; a folder that cannot be loaded is listed with its problem."""
+    root = Path(root)
+    found: list[FolderSummary] = []
+
+    def visit(folder: Path, level: int) -> None:
+        if (folder / META_FILE).is_file():
+            found.append(summarise_folder(folder))
+            return
+        if level >= depth:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            return
+        for child in children:
+            visit(child, level + 1)
+
+    if root.is_dir():
+        visit(root, 0)
+    return found
+
+
+def summarise_folder(folder: str | Path) -> FolderSummary:
+    """A :class:`FolderSummary` of one folder; its problem when :func:`read_meta` refuses it."""
+    folder = Path(folder)
+    try:
+        meta = read_meta(folder)
+    except ModelFolderError as exc:
+        return FolderSummary(folder, None, None, None, False, str(exc))
+    return FolderSummary(
+        path=folder,
+        architecture=str(meta.get("architecture", "")) or None,
+        classes=len(meta.get("class_names", [])) or None,
+        created=meta.get("created"),
+        synthetic=trained_on_synthetic(meta),
+        problem=None,
+    )
+
+
 def load_model_folder(
     folder: str | Path,
     weights: WeightSources | None = None,
@@ -218,6 +284,10 @@ def load_model_folder(
         tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
     expected = set(model.state_dict()) - pretrained_keys(model)
     missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
+    if isinstance(cfg, GazeCLIPConfig) and model.pretrained_files.get(cfg.clip.weights):
+        # Folders written while the GIE's class token and position embedding were frozen hold
+        # neither: their pretrained values, just loaded with the tower, are the trained ones.
+        missing -= {f"gie.visual.{name}" for name in TRAINABLE_EMBEDDINGS}
     if missing or unexpected:
         example = sorted(missing or unexpected)[0]
         raise ModelFolderError(

@@ -192,7 +192,7 @@ class L2CSNetGaze360(GazeEstimator):
 
 
 class SmallGazeCNN(GazeEstimator):
-    """A small convolutional gaze regressor with the same interface.
+    """A small convolutional gaze regressor, without released weights (tests and the demo).
 
     Used by the tiny test architecture and by the synthetic demo, which fits it on
     renders whose gaze is known (see ``gazeclip_cli.core.demo``).
@@ -236,6 +236,11 @@ def _check_known(name: str) -> type[GazeEstimator]:
     if name not in GAZE_ESTIMATORS:
         raise ConfigError(f"unknown gaze estimator '{name}' (known: {', '.join(sorted(GAZE_ESTIMATORS))})")
     return GAZE_ESTIMATORS[name]
+
+
+def estimator_summary(name: str) -> str:
+    """What a registered estimator is, in a line: the first line of its class's docstring."""
+    return (_check_known(name).__doc__ or name).strip().splitlines()[0].rstrip(".")
 
 
 def estimator_config(name: str) -> GazeEstimatorConfig:
