@@ -114,56 +114,145 @@ def test_bad_inputs_give_error_rows_and_everything_else_is_scored(model_dir, cor
     assert again.exit_code == 4 and again.stdout == ""
 
 
-def _scan_killed_after(model_dir: Path, root: Path, out: Path, n: int) -> None:
-    predictor = Predictor(model_dir, settings=PredictorSettings(face_mode="aligned", batch_size=4))
+def _write_video(path: Path, n_frames: int, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    rng = np.random.default_rng(seed)
+    for _ in range(n_frames):
+        writer.write(np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), np.uint8)).resize((64, 64))))
+    writer.release()
+    return path
 
-    def stop(p: ScanProgress) -> None:
-        if p.files_done == n:
-            raise KeyboardInterrupt  # what Ctrl-C or a kill does half-way
 
-    with pytest.raises(KeyboardInterrupt):
-        scan(predictor, [root], out, workers=2, progress=stop)
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
-def test_resume_after_a_kill_gives_one_row_per_face(model_dir, tmp_path, suffix):
-    root = tmp_path / "evidence"
+def _resume_evidence(root: Path) -> Path:
+    """Aligned images, a broken file (0 faces), a video (3 faces in one file), an odd name: 16 files."""
     aligned_images(root / "a", 7)
+    _write_video(root / "a" / "clip.mp4", 9)
     aligned_images(root / "b", 6, seed=1)
     (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     Image.new("RGB", (64, 64), (9, 9, 9)).save(root / "new\nline.png")  # a newline in the name
+    return root
+
+
+SCAN_SETTINGS = PredictorSettings(face_mode="aligned", batch_size=4, video_frames=3)
+
+
+def _logging_batches(predictor: Predictor, log: list[tuple[str, ...]]) -> Predictor:
+    """Record every batch the model is given, each face by a hash of its crop."""
+    import hashlib
+
+    predict = predictor.predict_faces
+
+    def logged(faces):
+        log.append(tuple(hashlib.sha256(f.crop.tobytes()).hexdigest()[:12] for f in faces))
+        return predict(faces)
+
+    predictor.predict_faces = logged  # type: ignore[method-assign]
+    return predictor
+
+
+def _scan_stopped_after(
+    model_dir: Path, root: Path, out: Path, n: int, resume: bool, log: list[tuple[str, ...]]
+) -> None:
+    predictor = _logging_batches(Predictor(model_dir, settings=SCAN_SETTINGS), log)
+
+    def stop(p: ScanProgress) -> None:
+        if p.files_done == n:
+            raise KeyboardInterrupt  # what Ctrl-C does half-way
+
+    with pytest.raises(KeyboardInterrupt):
+        scan(predictor, [root], out, resume=resume, workers=2, model_threads=1, progress=stop)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_scan_stopped_at_several_points_and_resumed_equals_an_uninterrupted_scan(model_dir, tmp_path, suffix):
+    root = _resume_evidence(tmp_path / "evidence")
+    fresh_batches: list[tuple[str, ...]] = []
+    predictor = _logging_batches(Predictor(model_dir, settings=SCAN_SETTINGS), fresh_batches)
+    fresh = tmp_path / f"fresh{suffix}"
+    scan(predictor, [root], fresh, workers=2, model_threads=1)
+    complete = fresh.read_bytes()
+    assert len({r["file"] for r in read_rows(fresh)}) == 16
+
     out = tmp_path / f"results{suffix}"
-    _scan_killed_after(model_dir, root, out, 6)
-    # The kill also cut the last row in the middle: a partial line the resume must repair.
+    # Stopped after 1 file, then 2 (the second mid-group: the resume must start that group's
+    # batch again from its first file), then after 5 with the last row cut in half as a kill
+    # leaves it. Scores depend on the batch a face is in (float sums over the batch shape, ~1e-7
+    # here), so every batch any run forms must be one the uninterrupted scan formed.
+    batches: list[tuple[str, ...]] = []
+    _scan_stopped_after(model_dir, root, out, 1, resume=False, log=batches)
+    _scan_stopped_after(model_dir, root, out, 2, resume=True, log=batches)
+    _scan_stopped_after(model_dir, root, out, 5, resume=True, log=batches)
+    assert batches and set(batches) <= set(fresh_batches)
     data = out.read_bytes()
     out.write_bytes(data[: len(data) - 25])
-    partial = read_rows(out) if suffix == ".csv" else None
-    assert partial is None or 0 < len(partial) <= 6
     result = invoke_scan(
-        str(root), "--out", str(out), "-m", str(model_dir), "--aligned", "--resume", "--batch-size", "4"
-    )
+        str(root), "--out", str(out), "-m", str(model_dir), "--aligned", "--resume", "--batch-size", "4",
+        "--video-frames", "3", "--workers", "2", "--threads", "1",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    rows = read_rows(out)
-    files = [r["file"] for r in rows]
-    assert len(files) == len(set(files)) == 15  # 13 images + a broken file + the oddly named one
-    assert sum(1 for r in rows if r["error"]) == 1 and any("new\\x0aline.png" in f for f in files)
-    fresh = tmp_path / f"fresh{suffix}"
-    ok = invoke_scan(str(root), "--out", str(fresh), "-m", str(model_dir), "--aligned", "--batch-size", "4")
-    assert ok.exit_code == 0
-    reference = {r["file"]: r for r in read_rows(fresh)}
-    for r in rows:
-        ref = reference[r["file"]]
-        assert (r["verdict"], r["generator"], r["sha256"], r["error"]) == (
-            ref["verdict"],
-            ref["generator"],
-            ref["sha256"],
-            ref["error"],
-        )
-        if not r["error"]:
-            assert float(r["p_fake"]) == pytest.approx(float(ref["p_fake"]), abs=1e-5)
+    assert out.read_bytes() == complete  # every row, byte for byte
+    assert "16" in result.stdout  # the summary covers the whole output, earlier runs included
     runs = json.loads(provenance_path(out).read_text())["runs"]
-    assert [run["resumed"] for run in runs] == [False, True]
-    assert "15" in result.stdout  # the summary covers the whole output, earlier run included
+    assert [run["resumed"] for run in runs] == [False, True, True, True]
+    assert [run.get("stopped", {}).get("how") for run in runs] == ["interrupted"] * 3 + [None]
+    # Each resume scans the output's last file again (its rows may be incomplete); with half a
+    # line at the end, the last complete file too: 16 files = 1 + (2 - 1) + (5 - 1) + (12 - 2).
+    assert [run.get("files_scanned") for run in runs] == [1, 2, 5, 12]
+    assert all(run["stopped"]["at"].endswith("Z") for run in runs[:3]) and "finished" in runs[3]
+    assert "finished" not in runs[0] and runs[0]["engine"] == {
+        "name": "local",
+        "workers": 2,
+        "model_threads": 1,
+    }
+
+
+@pytest.mark.slow  # a subprocess that imports torch and loads the model: ~6-12 s
+def test_a_killed_scan_is_recorded_as_killed_when_resumed(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    root = _resume_evidence(tmp_path / "evidence")
+    out = tmp_path / "results.csv"
+    # A real SIGKILL: no handler runs, so the run's entry has no end until the resume finds it.
+    script = (
+        "import os, signal, sys\n"
+        "from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings\n"
+        "from gazeclip_cli.core.inference.scan import scan\n"
+        "settings = PredictorSettings(face_mode='aligned', batch_size=4, video_frames=3)\n"
+        "def stop(p):\n"
+        "    if p.files_done == 6:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "scan(Predictor(sys.argv[1], settings=settings), [sys.argv[2]], sys.argv[3], workers=2,\n"
+        "     model_threads=1, progress=stop)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.run([sys.executable, "-c", script, str(model_dir), str(root), str(out)], env=env)
+    assert killed.returncode == -9
+    assert "stopped" not in json.loads(provenance_path(out).read_text())["runs"][0]
+    scan(Predictor(model_dir, settings=SCAN_SETTINGS), [root], out, resume=True, workers=2, model_threads=1)
+    first, second = json.loads(provenance_path(out).read_text())["runs"]
+    assert first["stopped"]["how"] == "killed" and first["stopped"]["at"].endswith("Z")
+    assert "no end" in first["stopped"]["detail"] and "finished" not in first
+    assert "finished" in second and "stopped" not in second
+    fresh = tmp_path / "fresh.csv"
+    scan(Predictor(model_dir, settings=SCAN_SETTINGS), [root], fresh, workers=2, model_threads=1)
+    assert out.read_bytes() == fresh.read_bytes()
+
+
+def test_a_scan_stopped_by_an_error_says_so(model_dir, tmp_path):
+    root = tmp_path / "evidence"
+    aligned_images(root, 3)
+    out = tmp_path / "results.csv"
+
+    def fail(p: ScanProgress) -> None:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    with pytest.raises(RuntimeError):
+        scan(Predictor(model_dir, settings=SCAN_SETTINGS), [root], out, workers=0, progress=fail)
+    (run,) = json.loads(provenance_path(out).read_text())["runs"]
+    assert run["stopped"]["how"] == "error" and run["stopped"]["detail"] == "RuntimeError: disk on fire"
+    assert run["files_scanned"] == 1
 
 
 def test_same_inputs_give_the_same_outputs(model_dir, tmp_path):
@@ -255,6 +344,11 @@ def test_output_and_model_are_checked_before_scanning(model_dir, tmp_path):
         str(root), "-o", str(out), "-m", str(model_dir), "--aligned", "--resume", "--threshold", "0.5"
     )
     assert other.exit_code == 1 and "threshold=0.9" in other.stderr
+    batch = invoke_scan(
+        str(root), "-o", str(out), "-m", str(model_dir), "--aligned", "--resume", "--batch-size", "5"
+    )
+    assert batch.exit_code == 1 and len(batch.stderr.strip().splitlines()) == 1
+    assert "started with batch_size=16, resumed with batch_size=5" in batch.stderr
     bad_suffix = invoke_scan(str(root), "-o", str(tmp_path / "r.txt"), "-m", str(model_dir))
     assert bad_suffix.exit_code == 1 and ".csv or .jsonl" in bad_suffix.stderr
     bad_workers = invoke_scan(

@@ -62,25 +62,67 @@ def test_training_writes_a_model_folder_metrics_and_the_effective_config(tiny_ca
     assert loaded.meta["trained_on"].startswith("sha256:")
 
 
-def test_resume_after_an_interrupted_epoch_reaches_the_same_weights(tiny_cache, tmp_path):
-    run = RunConfig(**TINY, epochs=2, checkpoint_every_steps=1)
+TIMING_FIELDS = ("images_per_s", "seconds")
+
+
+def _records(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS} for line in lines]
+
+
+def test_resume_between_checkpoints_gives_the_uninterrupted_metrics_and_weights(tiny_cache, tmp_path):
+    # 3 steps per epoch, a checkpoint every 2 steps and at each epoch's end. Stopped after step 3,
+    # the last checkpoint is step 2's (mid-epoch 0) and step 3 is lost; after step 5 it is step 4's
+    # (mid-epoch 1, after epoch 0's record). Both runs in this process use the same thread count.
+    run = RunConfig(**TINY, epochs=2, checkpoint_every_steps=2)
     full = train(run, tiny_cache, tmp_path / "full")
-
-    def stop_mid_epoch(kind, info):
-        if kind == "step" and info["step"] == 4:  # epoch 1, first of its 3 steps
-            raise TrainingInterrupted("stopped by the test")
-
-    with pytest.raises(TrainingInterrupted):
-        train(run, tiny_cache, tmp_path / "resumed", progress=stop_mid_epoch)
-    with pytest.raises(GazeclipError, match="--resume"):
-        train(run, tiny_cache, tmp_path / "resumed")
-    train(run, tiny_cache, tmp_path / "resumed", resume=True)
-
+    expected = _records(tmp_path / "full")
+    assert [r["step"] for r in expected if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
+    # The epoch average is the mean of the epoch's step losses (log_every_steps=1 lists them all).
+    for epoch in (0, 1):
+        losses = [r["loss"] for r in expected if r["kind"] == "step" and r["epoch"] == epoch]
+        (summary,) = [r for r in expected if r["kind"] == "epoch" and r["epoch"] == epoch]
+        assert summary["train_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-12)
     a = load_file(str(full.model_dir / "weights.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "model" / "weights.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+
+    for stop_after in (3, 5):
+
+        def stop(kind, info, stop_after=stop_after):
+            if kind == "step" and info["step"] == stop_after:
+                raise TrainingInterrupted("stopped by the test")
+
+        out = tmp_path / f"stopped-after-{stop_after}"
+        with pytest.raises(TrainingInterrupted):
+            train(run, tiny_cache, out, progress=stop)
+        with pytest.raises(GazeclipError, match="--resume"):
+            train(run, tiny_cache, out)  # a run is there: continuing it must be asked for
+        before = _records(out)
+        assert [r["step"] for r in before if r["kind"] == "step"] == list(range(1, stop_after + 1))
+        resumed = train(run, tiny_cache, out, resume=True)
+        assert _records(out) == expected  # each step once, the same epoch averages
+        assert [h["epoch"] for h in resumed.history] == [0, 1]
+        assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+        b = load_file(str(resumed.model_dir / "weights.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_truncate_metrics_drops_what_the_checkpoint_did_not_see(tmp_path):
+    from gazeclip_cli.core.train.trainer import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [
+        {"kind": "step", "epoch": 0, "step": 1},
+        {"kind": "step", "epoch": 0, "step": 2},
+        {"kind": "epoch", "epoch": 0, "train_loss": 1.5},
+        {"kind": "step", "epoch": 1, "step": 3},
+        {"kind": "step", "epoch": 1, "step": 4},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"kind": "st')  # torn last line
+    assert truncate_metrics(path, global_step=3, epochs_done=1) == [lines[2]]
+    assert [json.loads(x) for x in path.read_text().splitlines()] == lines[:4]
+    path.write_text("not json\n" + json.dumps(lines[0]) + "\n")
+    with pytest.raises(DataError, match="line 1 is not JSON"):
+        truncate_metrics(path, global_step=3, epochs_done=1)
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():

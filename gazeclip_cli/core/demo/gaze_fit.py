@@ -58,6 +58,10 @@ INPUT_DESCRIPTION = (
     "labels rotated into the normalised camera"
 )
 DEMO_PREPROCESSING = PreprocessSettings(aligned=True)  # the demo's `preprocess`, and the fit's patches
+# Intra-op threads of the fit, whatever the caller's: training-mode BatchNorm statistics and the
+# backward's reductions sum in an order set by the thread count, and the demo's runs at 1 and 2
+# threads parted there first (issue 9). On one thread the fitted bits depend on the seed alone.
+FIT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -207,8 +211,8 @@ def fit_gaze_estimator(
 ) -> GazeFitResult:
     """Fit a :class:`SmallGazeCNN` to normalised patches with known gaze and score it.
 
-    Deterministic for a given config on a given machine and thread count; the global torch
-    RNG is left as it was.
+    Deterministic for a given config on a given machine, whatever the caller's thread count
+    (it runs on :data:`FIT_THREADS`, restored after); the global torch RNG is left as it was.
 
     Args:
         patches: (N, 224, 224, 3) uint8 normalised patches to fit on.
@@ -225,6 +229,24 @@ def fit_gaze_estimator(
     y = torch.as_tensor(np.asarray(gaze, np.float32))
     if y.shape != (len(x), 2) or np.asarray(heldout_gaze).shape != (len(xh), 2):
         raise DataError("gaze fit: need one (pitch, yaw) per patch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(FIT_THREADS)
+    try:
+        return _fit(x, y, patches, gaze, heldout_patches, heldout_gaze, config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    patches: np.ndarray,
+    gaze: np.ndarray,
+    heldout_patches: np.ndarray,
+    heldout_gaze: np.ndarray,
+    config: GazeFitConfig,
+    progress: Callable[[int, int], None] | None,
+) -> GazeFitResult:
     rows, cols = eye_band()
     steps_per_epoch = len(x) // config.batch_size
     total = steps_per_epoch * config.epochs
@@ -272,7 +294,7 @@ def fit_gaze_estimator(
         mean_baseline_error_deg=float(angular_error_deg(np.repeat(mean, len(heldout), 0), heldout).mean()),
         train_error_deg=float(angular_error_deg(predict_gaze(model, patches), np.asarray(gaze)).mean()),
         n_train=len(x),
-        n_heldout=len(xh),
+        n_heldout=len(heldout_patches),
     )
 
 

@@ -11,7 +11,9 @@ is an error row.
 
 Pipeline (:func:`scan`): stage 1 of the predictor (read, decode, detect, crop, normalise)
 runs in a pool of ``workers`` threads, at most ``batch_size + 2 * workers`` files ahead
-of the model; faces are cut into batches of ``batch_size`` in walk order. On a CPU the
+of the model; the faces of each group of ``batch_size`` consecutive walk positions are cut
+into batches of at most ``batch_size``, in walk order, so batch boundaries sit at fixed
+positions of the walk (a resume re-forms the same batches). On a CPU the
 same threads also run the model's batches, each forward with ``model_threads`` intra-op
 threads (default: the cores divided among the workers, so one each on a small machine):
 every core alternates between preparing files and running batches, none waits for the
@@ -29,7 +31,12 @@ and flushed before the next file. A provenance file ``<out>.provenance.json`` is
 beside it. ``resume``: the rows of the last file in the output (which a killed scan may
 have left incomplete, perhaps with a partial last line) are cut off, every other file
 in the output is skipped, and the scan continues in the same walk order: each file ends
-up with exactly one set of rows.
+up with exactly one set of rows. The files of the resumed file's walk group that are in
+the output already are prepared and run again, not written, so every batch, and every
+row, equals an uninterrupted scan's byte for byte (same settings and threads per forward),
+whichever engine runs them (the Ray engine's groups are the same walk groups).
+Each run's provenance entry says how it ended: finished, interrupted, an error, or killed
+(no end recorded; found by the resume).
 """
 
 from __future__ import annotations
@@ -526,8 +533,10 @@ def provenance_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + ".provenance.json")
 
 
-# Settings that change rows: a resumed scan must use the same ones.
-_RESUME_KEYS = ("threshold", "faces", "face_mode", "video_frames", "top_k")
+# Settings that change rows: a resumed scan must use the same ones (the batch size too: the
+# network's float sums depend on the batch shape, so another size moves scores in the 6th decimal).
+_RESUME_KEYS = ("threshold", "faces", "face_mode", "video_frames", "top_k", "batch_size")
+KILLED = "killed: the run recorded no end (found when the scan was resumed); last write to the output at"
 
 
 def _write_provenance(path: Path, data: dict[str, Any]) -> None:
@@ -562,10 +571,17 @@ def _start_provenance(
         changed = [k for k in _RESUME_KEYS if first.get("settings", {}).get(k) != now[k]]
         if changed:
             was = ", ".join(f"{k}={first['settings'].get(k)!r}" for k in changed)
+            asked = ", ".join(f"{k}={now[k]!r}" for k in changed)
             raise ConfigError(
-                f"{out}: was started with {was}; resume with the same settings, or choose another --out"
+                f"{out}: was started with {was}, resumed with {asked}; resume with the same settings, "
+                "or choose another --out"
             )
-        data.setdefault("runs", []).append(run)
+        runs = data.setdefault("runs", [])
+        if runs and "finished" not in runs[-1] and "stopped" not in runs[-1]:
+            # Nothing ran at its end: the process was killed (SIGKILL, power, out of memory).
+            last_write = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.stat().st_mtime))
+            runs[-1]["stopped"] = {"how": "killed", "at": last_write, "detail": f"{KILLED} {last_write}"}
+        runs.append(run)
     else:
         provenance = predictor.provenance({"output": str(out)}).as_dict()
         # Where the model ran: this process's device, or the engine's workers'.
@@ -595,6 +611,9 @@ class ScanTask:
 
     position: int  # index in the walk (every item counted, files already in the output too)
     item: ScanItem
+    # Already in the output: scored again only so that its walk group's batches are the first
+    # run's (a resume), its result is not written.
+    replay: bool = False
 
 
 ResultSink = Callable[[InputResult], None]
@@ -604,7 +623,9 @@ class ScanEngine(Protocol):
     """What turns the walk's files into results: this process's threads, or a Ray cluster.
 
     :func:`scan` calls ``start``, then ``run`` (which hands every task's result to ``emit``,
-    one per task, in walk order), and ``stop`` in the end, also after an error.
+    one per task, in walk order), and ``stop`` in the end, also after an error. Batches never
+    span two walk groups (``position // batch_size``), so a resume, whose first tasks replay
+    the already written files of its group, scores every face in the same batch as before.
     """
 
     def start(self, predictor: Predictor) -> dict[str, Any]:
@@ -676,6 +697,9 @@ def scan(
     summary = ScanSummary(out=str(out), format=fmt)
     stats = WalkStats()
     new = {"done": 0, "skipped": 0, "faces": 0, "fakes": 0, "failed": 0}
+    batch = predictor.settings.batch_size
+    replays: deque[bool] = deque()  # of the tasks handed out and not yet emitted, in walk order
+    started = False
     try:
         described = engine.start(predictor)
         if exists:
@@ -683,12 +707,15 @@ def scan(
             with open(out, "r+b") as fh:
                 fh.truncate(cut)
         _start_provenance(predictor, out, resuming=exists, engine=described)
+        started = True
         with open(out, "a", encoding="utf-8", newline="") as fh:
             if fh.tell() == 0 and fmt == "csv":
                 fh.write(_header(fmt))
                 fh.flush()
 
             def emit(result: InputResult) -> None:
+                if replays.popleft():
+                    return  # its rows are in the output already
                 file = printable_path_of(result)
                 rows = result_rows(result, fmt, file)
                 fh.write(format_rows(rows, fmt))
@@ -706,10 +733,20 @@ def scan(
                         )
                     )
 
+            def handed(task: ScanTask) -> ScanTask:
+                replays.append(task.replay)
+                return task
+
             def tasks() -> Iterator[ScanTask]:
+                # Files already in the output in the walk group being passed: when a file to scan
+                # follows them in the same group, they are handed out again as replays.
+                held: list[ScanTask] = []
                 for position, item in enumerate(iter_inputs(roots, stats)):
                     key = printable_path(item.path)
                     if key in done:
+                        if held and held[0].position // batch != position // batch:
+                            held.clear()
+                        held.append(ScanTask(position, item, replay=True))
                         new["skipped"] += 1
                         if progress is not None:
                             progress(
@@ -723,9 +760,17 @@ def scan(
                                 )
                             )
                         continue
-                    yield ScanTask(position, item)
+                    for task in held:
+                        if task.position // batch == position // batch:
+                            yield handed(task)
+                    held.clear()
+                    yield handed(ScanTask(position, item))
 
             engine.run(tasks(), emit)
+    except BaseException as exc:
+        if started:
+            _stop_provenance(out, exc, new["done"])
+        raise
     finally:
         engine.stop()
 
@@ -798,7 +843,7 @@ def _scan_local(
         if workers
         else None
     )
-    window: deque[Future[PreparedInput] | PreparedInput] = deque()
+    window: deque[tuple[Future[PreparedInput] | PreparedInput, int]] = deque()  # with walk positions
     files: deque[_Pending] = deque()
     faces: deque[tuple[_Pending, int, PreparedFace]] = deque()
     batches: deque[tuple[list[_Pending], list[int], Future[list[FacePrediction]]]] = deque()
@@ -848,7 +893,15 @@ def _scan_local(
             else:
                 finish_batch(owners, slots, predictor.predict_faces(items))
 
-        def accept(prepared: PreparedInput) -> None:
+        group = [0]  # the walk group (position // batch) whose faces are being batched
+
+        def accept(prepared: PreparedInput, position: int) -> None:
+            if position // batch != group[0]:
+                # Batches never span two groups of ``batch`` walk positions: a resume, which
+                # starts again at its group's first file, re-forms exactly the same batches.
+                while faces:
+                    run_batch(min(batch, len(faces)))
+                group[0] = position // batch
             pending = _Pending(prepared, [None] * len(prepared.faces), len(prepared.faces))
             files.append(pending)
             for slot, face in enumerate(prepared.faces):
@@ -860,13 +913,13 @@ def _scan_local(
 
         for task in tasks:
             if executor is not None:
-                window.append(executor.submit(prepare_item, predictor, task.item))
+                window.append((executor.submit(prepare_item, predictor, task.item), task.position))
             else:
-                window.append(prepare_item(predictor, task.item))
+                window.append((prepare_item(predictor, task.item), task.position))
             while len(window) > in_flight or (executor is None and window):
-                accept(_take(window.popleft()))
+                accept(*_take(window.popleft()))
         while window:
-            accept(_take(window.popleft()))
+            accept(*_take(window.popleft()))
         while faces:
             run_batch(min(batch, len(faces)))
         finish_batches(keep=0)
@@ -884,8 +937,26 @@ def printable_path_of(prepared: PreparedInput | InputResult) -> str:
     return _escape_controls(prepared.path)
 
 
-def _take(item: Future[PreparedInput] | PreparedInput) -> PreparedInput:
-    return item.result() if isinstance(item, Future) else item
+def _take(entry: tuple[Future[PreparedInput] | PreparedInput, int]) -> tuple[PreparedInput, int]:
+    item, position = entry
+    return (item.result() if isinstance(item, Future) else item), position
+
+
+def _stop_provenance(out: Path, exc: BaseException, files_scanned: int) -> None:
+    """Record in the run's entry when and how it stopped before its end."""
+    if isinstance(exc, KeyboardInterrupt):
+        how, detail = "interrupted", "interrupted (Ctrl-C)"
+    else:
+        how, detail = "error", f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+    path = provenance_path(out)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["runs"][-1].update(
+            stopped={"how": how, "at": utc_now(), "detail": detail}, files_scanned=files_scanned
+        )
+        _write_provenance(path, data)
+    except (OSError, ValueError, KeyError, IndexError):
+        pass  # the original exception is what the user must see; a kill is still detected on resume
 
 
 def _finish_provenance(out: Path, summary: ScanSummary) -> None:

@@ -1,8 +1,9 @@
 """The training loop: the paper's recipe, resumable exactly, CPU or CUDA, one process or torchrun.
 
 Exact resume: the data order of epoch e is a permutation drawn from ``seed`` and ``e``
-alone, and the network has no dropout, so model + optimiser + scheduler + (epoch, step)
-is the whole state; a resumed run reaches the same weights as an uninterrupted one.
+alone, and the network has no dropout, so model + optimiser + scheduler + (epoch, step) +
+the epoch's running loss sums is the whole state; on resume ``metrics.jsonl`` is cut back to
+the checkpoint, so a resumed run writes the same weights and records as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ def _train(
     optimizer = build_optimizer(model, run.lr, run.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=run.lr_step_epochs, gamma=run.lr_gamma)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": None}
+    resumed_sums: dict[str, float] | None = None
+    metrics_path = out_dir / "metrics.jsonl"
+    history: list[dict[str, Any]] = []
     if resume:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"], strict=False)
@@ -190,6 +194,10 @@ def _train(
             ) from None
         scheduler.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["state"])
+        resumed_sums = _resumed_epoch_sums(ckpt, state, ctx, ckpt_path)
+        if ctx.is_main:
+            history = truncate_metrics(metrics_path, state["global_step"], state["epoch"])
+        D.barrier(ctx)
     net = (
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if ctx.enabled
@@ -205,9 +213,7 @@ def _train(
     check_cached_gaze(cache, model.gaze_estimator, train_set, val_set, also=NO_CACHED_GAZE)
     recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
-    metrics_path = out_dir / "metrics.jsonl"
     with_text = model.uses_text
-    history: list[dict[str, Any]] = []
     if progress:
         progress(
             "start",
@@ -221,7 +227,12 @@ def _train(
             },
         )
 
+    sums = _zero_sums()
+
     def save_checkpoint() -> None:
+        # Every rank's running sums of the epoch, so a resumed epoch averages all its steps.
+        local = torch.tensor([sums[k] for k in EPOCH_SUMS], dtype=torch.float64, device=device)
+        by_rank = D.all_gather_tensor(local, ctx).view(ctx.world_size, len(EPOCH_SUMS)).cpu()
         if ctx.is_main:
             _atomic_torch_save(
                 {
@@ -229,6 +240,8 @@ def _train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "state": dict(state),
+                    "epoch_sums": by_rank,
+                    "world_size": ctx.world_size,
                 },
                 ckpt_path,
             )
@@ -245,7 +258,8 @@ def _train(
             Subset(train_set, flat), batch_size=per_rank_batch, num_workers=run.workers, shuffle=False
         )
         net.train()
-        sums = {"loss": 0.0, "attribution": 0.0, "detection": 0.0, "contrastive": 0.0, "n": 0}
+        sums = resumed_sums if (resumed_sums is not None and start > 0) else _zero_sums()
+        resumed_sums = None
         t_epoch = time.perf_counter()
         for step, batch in enumerate(loader, start=start):
             t0 = time.perf_counter()
@@ -342,6 +356,68 @@ def _train(
     return TrainResult(
         out_dir, out_dir / "model", state["epoch"], state["best_metric"], state["best_epoch"], history
     )
+
+
+EPOCH_SUMS = ("loss", "attribution", "detection", "contrastive", "n")  # running sums of an epoch
+
+
+def _zero_sums() -> dict[str, float]:
+    return dict.fromkeys(EPOCH_SUMS, 0.0)
+
+
+def _resumed_epoch_sums(
+    ckpt: dict[str, Any], state: dict[str, Any], ctx: D.DistContext, path: Path
+) -> dict[str, float] | None:
+    """This rank's running sums of the interrupted epoch (None when the checkpoint ends an epoch)."""
+    if state["step_in_epoch"] == 0:
+        return None
+    saved_world = int(ckpt.get("world_size", 1))
+    if "epoch_sums" not in ckpt:
+        raise GazeclipError(
+            f"{path}: written mid-epoch by an older gazeclip without the epoch's running sums; "
+            "resume from an end-of-epoch checkpoint or start the run again"
+        )
+    if saved_world != ctx.world_size:
+        raise GazeclipError(
+            f"{path}: written mid-epoch by {saved_world} process(es), resumed with {ctx.world_size}; "
+            f"resume with {saved_world} so the epoch's data shards are the same"
+        )
+    row = ckpt["epoch_sums"][ctx.rank].tolist()
+    return dict(zip(EPOCH_SUMS, row, strict=True))
+
+
+def truncate_metrics(path: Path, global_step: int, epochs_done: int) -> list[dict[str, Any]]:
+    """Cut ``metrics.jsonl`` back to what a checkpoint saw; returns the epoch records kept.
+
+    Step records after ``global_step`` and epoch records of epochs not done are dropped (the
+    resumed run writes them again); a torn last line (a kill mid-write) is dropped too.
+
+    Raises:
+        DataError: a line other than the last is not JSON.
+    """
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept: list[str] = []
+    epochs: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise DataError(f"{path}: line {number} is not JSON; cannot resume its metrics") from None
+        if record.get("kind") == "step" and record["step"] > global_step:
+            continue
+        if record.get("kind") == "epoch":
+            if record["epoch"] >= epochs_done:
+                continue
+            epochs.append(record)
+        kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return epochs
 
 
 __all__ = ["RunConfig", "TrainResult", "TrainingInterrupted", "asdict", "train"]
