@@ -36,7 +36,7 @@ from gazeclip_cli.core.evaluate.metrics import EvaluationReport, robustness_from
 from gazeclip_cli.core.evaluate.predictions import check_classes, evaluate_rows, predict_dataset
 from gazeclip_cli.core.evaluate.result_folder import write_efficiency, write_provenance
 from gazeclip_cli.core.evaluate.tables import WrittenTables, write_report, write_robustness
-from gazeclip_cli.core.model.builder import WeightSources
+from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import (
     SYNTHETIC_NOTICE,
@@ -148,8 +148,13 @@ class CorruptedDataset(Dataset):
 def measure_efficiency(
     model: Detector, device: torch.device, batch_size: int = 32, repeats: int = 3
 ) -> EfficiencyResult:
-    """Parameters, test-path FLOPs and seconds per image at batch 1 and batched (best of ``repeats``)."""
-    info = model_info(model)
+    """Parameters, test-path FLOPs and seconds per image at batch 1 and batched (best of ``repeats``).
+
+    Parameters and FLOPs are those of the architecture, counted as ``gazeclip model-info``
+    counts them (LoRA beside its layers, the text tower among the parameters); the seconds
+    are of ``model`` as loaded for inference (LoRA merged, no text tower), which is what runs.
+    """
+    info = model_info(build_model(model.cfg, WeightSources(pretrained=False)))
     size = model.cfg.image_size
 
     def per_image(b: int) -> float:
