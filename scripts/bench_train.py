@@ -19,6 +19,7 @@ import torch
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.config import load_architecture
 from gazeclip_cli.core.model.loss import gazeclip_loss
+from gazeclip_cli.core.train.optim import build_optimizer
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
 
     model = build_gazeclip(load_architecture("gazeclip-vit-b-32"), WeightSources(pretrained=False)).train()
     bare = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None, force_image_size=256).visual.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-3)
+    opt = build_optimizer(model, lr=1e-4, weight_decay=1e-3)  # the trainer's optimiser
     bare_opt = torch.optim.Adam(bare.parameters(), lr=1e-4)
     b = args.batch
     images, patches = torch.rand(b, 3, 256, 256), torch.rand(b, 3, 224, 224)
@@ -50,13 +51,15 @@ def main() -> None:
         bare(images).float().pow(2).mean().backward()
         bare_opt.step()
 
+    sets = model.class_prompt_set[dfa]  # (B,) each sample's prompt set
+
     def text_per_distinct_set() -> None:
         with torch.no_grad():
-            model.encode_text(torch.unique(dfa))
+            model.encode_text(torch.unique(sets))
 
     def text_per_sample() -> None:
         with torch.no_grad():
-            model.encode_text(dfa)
+            model.encode_text(sets)
 
     fns = {
         "gazeclip_train_step": step,

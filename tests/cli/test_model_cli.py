@@ -13,6 +13,7 @@ from gazeclip_cli.cli.app import app
 from gazeclip_cli.core.model.builder import WeightSources, build_gazeclip
 from gazeclip_cli.core.model.config import load_architecture
 from gazeclip_cli.core.model.info import model_info
+from tests.flops_analytic import TEXT_GROUPS, tiny_macs
 
 runner = CliRunner()
 
@@ -25,7 +26,13 @@ def test_model_info_json_matches_the_model(tiny_model):
     assert params["total"] == sum(p.numel() for p in tiny_model.parameters())
     assert params["trainable"] == sum(p.numel() for p in tiny_model.parameters() if p.requires_grad)
     assert sum(m["total"] for m in params["modules"]) == params["total"]
-    assert data["flops_per_image"]["train_path"] > data["flops_per_image"]["test_path"] > 0
+    flops, macs = data["flops_per_image"], data["macs_per_image"]
+    expected = tiny_macs(load_architecture("tiny-test"))
+    text = sum(expected[k] for k in TEXT_GROUPS)
+    assert (macs["test_path"], macs["train_path"]) == (sum(expected.values()) - text, sum(expected.values()))
+    assert (flops["test_path"], flops["train_path"]) == (2 * macs["test_path"], 2 * macs["train_path"])
+    per_module = {m["module"]: m["test_path"] for m in flops["modules"]}
+    assert per_module["AGPM transformer + tokens"] == 2 * expected["AGPM transformer + tokens"]
     assert data["paper_table_vii"]["params_m"] == 204.40
 
 
@@ -33,6 +40,7 @@ def test_model_info_table():
     result = runner.invoke(app, ["model-info", "-a", "tiny-test"])
     assert result.exit_code == 0
     assert "GIE gaze injectors" in result.stdout and "Table VII" in result.stdout
+    assert "test GFLOPs" in result.stdout and "test GMACs" in result.stdout
 
 
 def test_unknown_architecture_is_one_line_and_exit_1():
@@ -94,6 +102,16 @@ def test_paper_configuration_builds_on_cpu_and_model_info_reports_its_breakdown(
     assert groups["GIE gaze injectors"].total == 12 * 4 * (768 * 768 + 768)
     assert groups["GIE LoRA"].total == 2 * 8 * 16 * 768
     assert groups["LRE word selectors (AWS)"].total == 12 * 308
+    # AGPM: 6 blocks over 51 tokens at a = 1024 (qkv, attention, out, MLP 4a), the 49 token
+    # projections 512 -> 1024 and the gaze token 768 -> 1024; 2 FLOPs per multiply-add.
+    a, n = 1024, 51
+    agpm_macs = 6 * (12 * a * a * n + 2 * n * n * a) + 49 * 512 * a + 768 * a
+    assert groups["AGPM transformer + tokens"].test_flops == 2 * agpm_macs
+    # GIE tower: the 32 x 32 patch embedding of 64 patches and 12 blocks over 65 tokens at d = 768
+    d, m = 768, 65
+    assert groups["GIE CLIP image tower (frozen)"].test_flops == 2 * (
+        64 * d * 3 * 32 * 32 + 12 * (12 * d * d * m + 2 * m * m * d)
+    )
     result = runner.invoke(app, ["model-info", "--format", "json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["parameters"]["total"] == info.total

@@ -38,12 +38,20 @@ def test_manifest_counts_and_labels_are_exact(built, tiny_protocol):
     for row in manifest.rows:
         counts[row.generator, row.split] += 1
         spec = tiny_protocol.generator(row.generator)
-        assert (row.dfd_label, row.dfa_label, row.forgery_type, row.architecture, row.source) == (
+        assert (
+            row.dfd_label,
+            row.dfa_label,
+            row.forgery_type,
+            row.architecture,
+            row.source,
+            row.prompt_name,
+        ) == (
             spec.dfd_label,
             spec.dfa_label,
             spec.forgery_type,
             spec.architecture,
             spec.source,
+            spec.prompt_name,
         )
     expected = {
         (g.name, split): n for g in tiny_protocol.generators for split, n in g.wanted().items() if n > 0

@@ -114,7 +114,9 @@ def test_gie_lora_count_changes_trainable_parameters_as_expected(tiny_cfg, k):
     hidden = int(d * cfg.clip.vision.mlp_ratio)
     # per block: qkv r(d + 3d), out_proj r(d + d), c_fc r(d + hidden), c_proj r(hidden + d)
     per_block = r * (4 * d + 2 * d + (d + hidden) + (hidden + d))
-    assert n_trainable(m, "gie.visual") == k * per_block
+    tokens = (cfg.clip.vision.image_size // cfg.clip.vision.patch_size) ** 2 + 1
+    embeddings = d + tokens * d  # the class token and the position embedding train too
+    assert n_trainable(m, "gie.visual") == k * per_block + embeddings
     assert m.gie.lora_blocks == list(range(cfg.clip.vision.layers - k, cfg.clip.vision.layers))
 
 
@@ -131,7 +133,7 @@ def test_prompt_levels_set_the_text_length(tiny_cfg, levels):
     cfg = replace(tiny_cfg, prompt_levels=levels)
     m = build(cfg)
     t = 77 * len(levels)
-    assert m.lre.positional_embedding.shape[0] == t and m.prompt_tokens.shape == (cfg.num_classes, t)
+    assert m.lre.positional_embedding.shape[0] == t and m.prompt_tokens.shape[1] == t
     assert m.encode_text(torch.tensor([0, 1])).shape == (2, cfg.clip.embed_dim)
 
 

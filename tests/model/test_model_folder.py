@@ -34,6 +34,16 @@ def outputs(model, batch):
     return out.attribution_logits, out.detection_logits
 
 
+def with_pretrained_clip(tiny_cfg, tmp_path):
+    """The tiny config naming a CLIP weight file, and the folder holding one with random values."""
+    cfg = replace(tiny_cfg, clip=replace(tiny_cfg.clip, weights="tiny-clip"))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.manual_seed(5)
+    save_file(build_clip(cfg.clip).state_dict(), str(weights / "tiny-clip.safetensors"))
+    return cfg, weights
+
+
 def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_batch):
     one_step(tiny_model, tiny_batch)
     folder = save_model_folder(tiny_model, tmp_path / "model", trained_on="abc123")
@@ -47,16 +57,14 @@ def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_batch):
 
 
 def test_pretrained_towers_stay_out_of_the_folder_and_are_checked(tmp_path, tiny_cfg, tiny_batch):
-    cfg = replace(tiny_cfg, clip=replace(tiny_cfg.clip, weights="tiny-clip"))
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    torch.manual_seed(5)
-    save_file(build_clip(cfg.clip).state_dict(), str(weights / "tiny-clip.safetensors"))
+    cfg, weights = with_pretrained_clip(tiny_cfg, tmp_path)
     model = build_gazeclip(cfg, WeightSources(directory=weights))
     one_step(model, tiny_batch)
     folder = save_model_folder(model, tmp_path / "model")
     stored = load_file(str(folder / WEIGHTS_FILE))
     assert not any(k.startswith("gie.visual.conv1") or k.startswith("lre.token_embedding") for k in stored)
+    # the GIE's class token and position embedding train, so the folder keeps them
+    assert {"gie.visual.class_embedding", "gie.visual.positional_embedding"} <= set(stored)
     assert any("lora_" in k for k in stored) and any(k.startswith("gie.injectors.") for k in stored)
     meta = json.loads((folder / "meta.json").read_text())
     assert (
@@ -101,3 +109,29 @@ def test_loading_without_the_text_tower_gives_the_same_test_path(tmp_path, tiny_
     assert not [n for n, _ in light.named_modules() if "lora_" in n]  # LoRA merged into the Linear layers
     for a, b in zip(outputs(tiny_model, tiny_batch), outputs(light, tiny_batch), strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5)  # W + BA merged: equal to float rounding
+
+
+def test_a_folder_from_before_the_trainable_gie_embeddings_still_loads(tmp_path, tiny_cfg, tiny_batch):
+    cfg, weights = with_pretrained_clip(tiny_cfg, tmp_path)
+    model = build_gazeclip(cfg, WeightSources(directory=weights)).eval()  # embeddings as pretrained
+    folder = save_model_folder(model, tmp_path / "model")
+    stored = load_file(str(folder / WEIGHTS_FILE))
+    for name in ("gie.visual.class_embedding", "gie.visual.positional_embedding"):
+        del stored[name]  # what a folder written while they were frozen holds
+    save_file(stored, str(folder / WEIGHTS_FILE))
+    loaded = load_model_folder(folder, WeightSources(directory=weights))
+    for a, b in zip(outputs(model, tiny_batch), outputs(loaded.model, tiny_batch), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_text_free_load_merges_lora_onto_the_pretrained_tower(tmp_path, tiny_cfg, tiny_batch):
+    # The folder leaves the frozen tower out: the merged weights start from the file's values.
+    cfg, weights = with_pretrained_clip(tiny_cfg, tmp_path)
+    model = build_gazeclip(cfg, WeightSources(directory=weights))
+    one_step(model, tiny_batch)
+    folder = save_model_folder(model, tmp_path / "model")
+    assert not any(k.endswith("base_layer.weight") for k in load_file(str(folder / WEIGHTS_FILE)))
+    light = load_model_folder(folder, WeightSources(directory=weights), with_text=False).model
+    assert not [n for n, _ in light.named_modules() if "lora_" in n]
+    for a, b in zip(outputs(model, tiny_batch), outputs(light, tiny_batch), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)

@@ -16,6 +16,8 @@ from gazeclip_cli.core.model.loss import contrastive_loss, gazeclip_loss
 
 TRAINABLE_PREFIXES = (
     "gie.injectors.",
+    "gie.visual.class_embedding",
+    "gie.visual.positional_embedding",
     "lre.selectors.",
     "lre.positional_embedding",
     "gaze_encoder.adapter.",
@@ -49,8 +51,9 @@ def test_train_path_forward_backward(tiny_model, tiny_batch, tiny_cfg):
     images, patches, dfa, dfd = tiny_batch
     tiny_model.train()
     out = tiny_model(images, patches, attribution_labels=dfa)
-    # one text row per distinct class in the batch: classes 0, 1, 3
-    assert out.text_classes.tolist() == [0, 1, 3]
+    # one text row per distinct prompt set in the batch; with all four levels every class has
+    # its own: classes 0, 1, 3
+    assert out.text_sets.tolist() == [0, 1, 3] and out.image_sets.tolist() == [0, 1, 1, 3]
     assert out.text_features.shape == (3, tiny_cfg.clip.embed_dim)
     loss = gazeclip_loss(out, dfa, dfd, tiny_model.logit_scale)
     assert loss.contrastive is not None and torch.isfinite(loss.total)
@@ -206,3 +209,48 @@ def test_open_clip_model_has_the_expected_parts():
     clip = build_clip(cfg.clip)
     assert hasattr(clip.visual, "_embeds") and hasattr(clip.visual, "ln_post")
     assert clip.transformer.resblocks[0].attn.batch_first
+
+
+def test_with_one_gaze_token_every_querying_token_gets_the_same_update():
+    torch.manual_seed(0)
+    gi = GazeInjector(width=8, heads=2, query="all")
+    torch.nn.init.normal_(gi.w_fc.weight)
+    x, g = torch.randn(2, 5, 8), torch.randn(2, 1, 8)
+    update = gi(x, g) - x  # (B, 1 + m, d)
+    expected = gi.w_fc(gi.w_val(g[:, 0]))  # (B, d): softmax over one key is 1
+    assert torch.allclose(update, expected[:, None, :].expand_as(update), atol=1e-5)
+
+
+def test_contrastive_loss_equals_a_written_out_multi_positive_clip_loss():
+    g = torch.Generator().manual_seed(3)
+    img, txt = torch.randn(5, 3, generator=g), torch.randn(3, 3, generator=g)  # not symmetric, not unit
+    text_sets, image_sets = torch.tensor([4, 7, 9]), torch.tensor([7, 4, 7, 9, 7])
+    scale = 2.5
+
+    def unit(v):
+        return [x / math.sqrt(sum(y * y for y in v)) for x in v]
+
+    ii, tt = [unit(r) for r in img.tolist()], [unit(r) for r in txt.tolist()]
+    logits = [[scale * sum(a * b for a, b in zip(i, t, strict=True)) for t in tt] for i in ii]  # (B, U)
+    sets, mine = text_sets.tolist(), image_sets.tolist()
+    i2t = sum(
+        math.log(sum(math.exp(v) for v in row)) - row[sets.index(k)]
+        for row, k in zip(logits, mine, strict=True)
+    )
+    t2i = 0.0
+    for u, k in enumerate(sets):
+        column = [logits[b][u] for b in range(len(mine))]
+        lse = math.log(sum(math.exp(v) for v in column))
+        positives = [b for b, kb in enumerate(mine) if kb == k]
+        t2i += sum(lse - column[b] for b in positives) / len(positives)
+    expected = (i2t / len(mine) + t2i / len(sets)) / 2
+    got = contrastive_loss(img, txt, text_sets, image_sets, torch.tensor(math.log(scale)))
+    assert got.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_no_text_features_no_contrastive_term_even_with_a_temperature(tiny_model, tiny_batch):
+    images, patches, dfa, dfd = tiny_batch
+    out = tiny_model(images, patches)  # the test path: no text features
+    loss = gazeclip_loss(out, dfa, dfd, tiny_model.logit_scale)
+    assert loss.contrastive is None
+    assert torch.allclose(loss.total, loss.attribution + loss.detection)

@@ -158,16 +158,16 @@ def test_interrupted_run_completes_without_duplicates_or_gaps(corpus, tmp_path, 
 
 
 def test_manifest_labels_frames_and_changed_content(corpus, tmp_path, detector):
-    def row(path, split, dfd, dfa, gen, video_id="", frame=None):
+    def row(path, split, dfd, dfa, gen, video_id="", frame=None, prompt=""):
         return ManifestRow(str(path), split, dfd, dfa, gen, "EFS" if dfd else "Real", "GAN" if dfd else "Real",
-                           "Test", video_id, frame)  # fmt: skip
+                           "Test", video_id, frame, prompt)  # fmt: skip
 
     manifest = corpus / "bench.csv"
     write_manifest(
         manifest,
         [
             row(corpus / "astronaut.png", "train", 0, 0, "CelebA-HQ"),
-            row(corpus / "grace.jpg", "test", 1, -1, "FLUX"),
+            row(corpus / "grace.jpg", "test", 1, -1, "FLUX", prompt="FLUX.1"),
             row(corpus / "clip.avi", "test", 1, -1, "LivePortrait", "v7", 5),
         ],
     )
@@ -183,6 +183,7 @@ def test_manifest_labels_frames_and_changed_content(corpus, tmp_path, detector):
     )
     assert (grace["split"], grace["dfa_label"], grace["forgery_type"]) == ("test", "-1", "EFS")
     assert (clip["video_id"], clip["frame_index"]) == ("v7", "5")  # the one frame the manifest names
+    assert (grace["prompt_name"], astro["prompt_name"]) == ("FLUX.1", "")  # carried to the cache
 
     # Edit one image: only it is recomputed, and its old sample leaves preprocessed.csv.
     Image.fromarray(np.ascontiguousarray(np.asarray(Image.open(corpus / "grace.jpg"))[:, ::-1])).save(

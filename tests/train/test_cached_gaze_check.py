@@ -105,3 +105,19 @@ def test_another_estimators_record_does_not_matter_when_no_angles_are_read(tmp_p
     cache = make_cache(tmp_path / "cache", {"train": 2}, with_gaze=False)  # the model reads patches
     write_settings(cache, CacheSettings(PreprocessSettings(), "puregaze", "0123456789abcdef"))
     assert train(RunConfig(**RUN), cache, tmp_path / "run").model_dir.is_dir()
+
+
+def test_a_fine_tuned_estimator_reads_the_patches_so_another_estimators_angles_are_no_error(tmp_path):
+    # Table XIII "w/ finetuned GE": cached angles never stand in for an estimator that trains
+    # (its weights, hence its fingerprint, differ from any cache's), in train and in evaluate.
+    manifest = labelled_faces(tmp_path / "faces")
+    cache = tmp_path / "cache"
+    torch.manual_seed(1)
+    other = SmallGazeCNN().eval()
+    preprocess(manifest, cache, PreprocessSettings(aligned=True), gaze_estimator=other, workers=1)
+    with pytest.raises(DataError, match="come from small-cnn"):  # a frozen estimator: refused
+        train(RunConfig(**RUN, max_steps_per_epoch=1), cache, tmp_path / "frozen")
+    run = RunConfig(**RUN, max_steps_per_epoch=1, model={"finetune_gaze_estimator": True})
+    model_dir = train(run, cache, tmp_path / "run").model_dir
+    result = evaluate_model(model_dir, cache, tmp_path / "tables")
+    assert {s.name for s in result.report.sets} == {"Real", "GenA"}

@@ -13,8 +13,10 @@ from gazeclip_cli.core.data.cache import read_cache
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.predictions import real_pairing
 from gazeclip_cli.core.evaluate.runner import evaluate_model
+from gazeclip_cli.core.model.config import load_architecture
 from gazeclip_cli.core.train.run_config import RunConfig
 from gazeclip_cli.core.train.trainer import train
+from tests.flops_analytic import TEXT_GROUPS, tiny_macs
 from tests.train.conftest import make_cache
 
 runner = CliRunner()
@@ -78,6 +80,12 @@ def test_evaluate_cli_robustness_and_efficiency(trained):
     assert (out / "robustness.json").exists() and (out / "efficiency.json").exists()
     robustness = json.loads((out / "robustness.json").read_text())
     assert robustness["corruptions"] == ["jpeg", "gaussian_blur"]
+    efficiency = json.loads((out / "efficiency.json").read_text())
+    macs = sum(tiny_macs(load_architecture("tiny-test"), num_classes=3).values()) - sum(
+        tiny_macs(load_architecture("tiny-test"))[k] for k in TEXT_GROUPS
+    )  # the test path of the 3-class model trained here
+    assert efficiency["gmacs_test_path"] == pytest.approx(macs / 1e9, rel=1e-12)
+    assert efficiency["gflops_test_path"] == pytest.approx(2 * macs / 1e9, rel=1e-12)
     assert "Average" in result.stdout
 
 

@@ -53,7 +53,12 @@ def attribute_command(
         raise typer.BadParameter(f"folder {html_report.parent} does not exist", param_hint="--html")
     # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
     from gazeclip_cli.core.devices import resolve_device
-    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings, input_problems
+    from gazeclip_cli.core.inference.predictor import (
+        Predictor,
+        PredictorSettings,
+        absent_experts_note,
+        input_problems,
+    )
     from gazeclip_cli.core.inference.report_html import attribute_with_report, write_report
     from gazeclip_cli.core.model.folder import read_meta
 
@@ -73,6 +78,9 @@ def attribute_command(
             problems[0] if len(photos) == 1 else f"{problems[0]} (and no other input is readable)"
         )
     predictor = Predictor(model, device=device, settings=settings)
+    note = absent_experts_note(predictor.model.experts)
+    if note:
+        output.warn(note)
     provenance = predictor.provenance({"command": "attribute"})
     results: list[InputResult] = []
     entries = []
@@ -105,6 +113,22 @@ def attribute_command(
         raise typer.Exit(code=1)
 
 
+NO_DETECTION = "absent: the model has no detection expert"
+NO_ATTRIBUTION = "absent: the model has no attribution expert"
+
+
+def _verdict_text(v) -> str:
+    return NO_DETECTION if v.p_fake is None else f"{v.verdict} (P(fake) {v.p_fake:.4f})"
+
+
+def _attribution_text(v) -> str:
+    return (
+        NO_ATTRIBUTION
+        if v.generator_probability is None
+        else f"{v.attribution} (p {v.generator_probability:.4f})"
+    )
+
+
 def _where(face_index: int, frame_index: int | None) -> str:
     return f"face {face_index}" if frame_index is None else f"frame {frame_index}, face {face_index}"
 
@@ -115,9 +139,9 @@ def face_fields(predictor: Predictor, result: InputResult) -> list[tuple[str, li
     tables: list[tuple[str, list[list[object]]]] = []
     for f in result.faces:
         rows: list[list[object]] = [
-            ["verdict", f"{f.verdict} (P(fake) {f.p_fake:.4f})"],
-            ["attribution", f"{f.attribution} (p {f.generator_probability:.4f})"],
-            ["top 3", ", ".join(f"{c.name} {c.probability:.3f}" for c in f.top)],
+            ["verdict", _verdict_text(f)],
+            ["attribution", _attribution_text(f)],
+            ["top 3", ", ".join(f"{c.name} {c.probability:.3f}" for c in f.top) if f.top else NO_ATTRIBUTION],
             [
                 "gaze pitch, yaw",
                 "n/a" if f.gaze_pitch is None else f"{f.gaze_pitch:+.3f}, {f.gaze_yaw:+.3f} rad",
@@ -148,10 +172,12 @@ def print_results(predictor: Predictor, results: list[InputResult], provenance: 
             output.print_table(title, ["field", "value"], rows)
         if r.video is not None:
             v = r.video
-            output.prose(
-                f"video: {predictor.describe(v)} (mean P(fake) over {v.frames_scored} frames {v.p_fake:.4f}; "
-                f"attribution p {v.generator_probability:.4f})"
+            verdict = (
+                NO_DETECTION
+                if v.p_fake is None
+                else f"mean P(fake) over {v.frames_scored} frames {v.p_fake:.4f}"
             )
+            output.prose(f"video: {predictor.describe(v)} ({verdict}; attribution {_attribution_text(v)})")
     if provenance.notice:
         output.prose(f"NOTE: {provenance.notice}.", style="bold yellow")
     print_provenance(provenance)

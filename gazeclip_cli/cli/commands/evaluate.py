@@ -132,11 +132,19 @@ def print_result(result: EvaluateResult) -> None:
         e = result.efficiency
         output.print_table(
             "Efficiency (Table VII)",
-            ["params (M)", "GFLOPs", "s/image (batch 1)", f"s/image (batch {e.batch_size})", "device"],
+            [
+                "params (M)",
+                "GFLOPs",
+                "GMACs",
+                "s/image (batch 1)",
+                f"s/image (batch {e.batch_size})",
+                "device",
+            ],
             [
                 [
                     e.params_m,
                     e.gflops_test_path,
+                    e.gmacs_test_path,
                     f"{e.seconds_per_image_batch1:.4f}",
                     f"{e.seconds_per_image_batched:.4f}",
                     e.device,

@@ -31,19 +31,29 @@ def model_info_command(
     if fmt == "json":
         output.print_json(info.as_dict())
         return
-    m = 1e6
-    rows = [[c.module, c.total / m, c.trainable / m, c.frozen / m] for c in info.modules]
+    m, g = 1e6, 1e9
+    rows = [[c.module, c.total / m, c.trainable / m, c.frozen / m] for c in info.modules if c.total]
     rows.append(["total", info.total / m, info.trainable / m, (info.total - info.trainable) / m])
     output.print_table(f"{cfg.name}: parameters (M)", ["module", "total", "trainable", "frozen"], rows)
-    g = 1e9
-    paths = [["test path" + (" (gaze estimator included)" if cfg.uses_gaze else ""), info.test_path_flops]]
-    if info.text_flops_per_prompt_set:
-        paths.append(["train path (+ LRE, one prompt set)", info.train_path_flops])
-    output.print_table(
-        f"per image at {cfg.image_size} x {cfg.image_size}",
-        ["path", "GFLOPs", "GMACs"],
-        [[label, flops / g, flops / 2 / g] for label, flops in paths],
+    text = bool(info.text_flops_per_prompt_set)  # a train path that differs: the text tower
+    flops = [
+        [c.module, c.test_flops / g, c.test_flops / 2 / g]
+        + ([c.train_flops / g, c.train_flops / 2 / g] if text else [])
+        for c in info.modules
+        if c.train_flops
+    ]
+    flops.append(
+        ["total", info.test_path_flops / g, info.test_path_flops / 2 / g]
+        + ([info.train_path_flops / g, info.train_path_flops / 2 / g] if text else [])
     )
+    gaze = " (gaze estimator included)" if cfg.uses_gaze else ""
+    output.print_table(
+        f"per image at {cfg.image_size} x {cfg.image_size}: test path{gaze}"
+        + (" and train path (+ text tower, one prompt set)" if text else ""),
+        ["module", "test GFLOPs", "test GMACs"] + (["train GFLOPs", "train GMACs"] if text else []),
+        flops,
+    )
+    output.out.print("GFLOPs count a multiply-add as 2 FLOPs; GMACs count it once.")
     row = paper_row(cfg.name)
     if row is None:
         output.prose("The paper reports no row for this architecture.")

@@ -75,7 +75,7 @@ def scan_command(
     """Scan folders: one row per face (verdict, P(fake), generator, gaze) appended to CSV or JSONL as it goes."""
     # Imported here: torch and the detector load in seconds, and `gazeclip --help` should not wait.
     from gazeclip_cli.core.devices import resolve_device
-    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings, absent_experts_note
     from gazeclip_cli.core.inference.scan import check_output, scan
     from gazeclip_cli.core.model.folder import read_meta
 
@@ -99,6 +99,14 @@ def scan_command(
     check_output(out, resume)
     # With Ray the model runs in the cluster's workers; this process only needs its description.
     predictor = Predictor(model, device="cpu" if ray else device, settings=settings)
+    if fail_on_fake and "detection" not in predictor.model.experts:
+        raise typer.BadParameter(
+            "this model has no detection expert (experts = ['attribution']), so it finds no fakes",
+            param_hint="--fail-on-fake",
+        )
+    note = absent_experts_note(predictor.model.experts)
+    if note and not quiet:
+        output.warn(note)
     scan_options: dict = {"resume": resume}
     if ray is not None:
         from gazeclip_cli.core.inference.scan_ray import RayScanEngine

@@ -27,7 +27,7 @@ from gazeclip_cli.core.analyze.common import (
 from gazeclip_cli.core.errors import DataError
 from gazeclip_cli.core.evaluate.tables import Table
 from gazeclip_cli.core.figures import new_figure, save_figure
-from gazeclip_cli.core.model.builder import prompt_tokens
+from gazeclip_cli.core.model.builder import prompt_sets
 from gazeclip_cli.core.model.config import GazeCLIPConfig
 from gazeclip_cli.core.model.folder import ModelFolder
 from gazeclip_cli.core.model.prompts import class_prompts, load_templates
@@ -63,7 +63,8 @@ def prompt_token_positions(cfg: GazeCLIPConfig, class_name: str) -> PromptTokens
 
     names = [c.name for c in cfg.classes]
     index = names.index(class_name)
-    ids = prompt_tokens(cfg)[index]  # (t,)
+    sets, of_class = prompt_sets(cfg)
+    ids = sets[of_class[index]]  # (t,): the class's prompt set
     tokenizer = SimpleTokenizer(context_length=cfg.clip.text.context_length)
     prompts = class_prompts(cfg.classes[index], cfg.prompt_levels, load_templates(cfg.prompt_templates))
     context = cfg.clip.text.context_length
@@ -79,6 +80,11 @@ def prompt_token_positions(cfg: GazeCLIPConfig, class_name: str) -> PromptTokens
     return PromptTokens(class_name, tuple(prompts), tuple(positions), tuple(tokens), tuple(prompt_of))
 
 
+def _class_tokens(model: Any, index: int) -> torch.Tensor:
+    """(t,) token ids of class ``index``'s prompts: its prompt set (classes with equal prompts share one)."""
+    return model.prompt_tokens[model.class_prompt_set[index]]
+
+
 @torch.inference_mode()
 def token_feature_norms(folder: ModelFolder, class_name: str) -> np.ndarray:
     """(t,) L2 norm of every token's feature leaving the last LRE block (before the final LayerNorm)."""
@@ -87,7 +93,7 @@ def token_feature_norms(folder: ModelFolder, class_name: str) -> np.ndarray:
     captured: list[torch.Tensor] = []
     hook = model.lre.ln_final.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:
-        model.lre(model.prompt_tokens[index : index + 1])  # (1, t) -> (1, embed_dim)
+        model.lre(_class_tokens(model, index)[None])  # (1, t) -> (1, embed_dim)
     finally:
         hook.remove()
     return captured[-1][0].float().norm(dim=-1).cpu().numpy()  # (1, t, s) -> (t,)
@@ -202,11 +208,11 @@ def aws_weights(
                 f"{folder.path}: no attribution class {class_name!r} (classes: {', '.join(known)})"
             )
     tokens = prompt_token_positions(first.model.cfg, class_name)
-    reference = first.model.prompt_tokens[names.index(class_name)]
+    reference = _class_tokens(first.model, names.index(class_name))
     panels = []
     for folder, label in folders:
         cfg = folder.model.cfg
-        own = folder.model.prompt_tokens[[c.name for c in cfg.classes].index(class_name)]
+        own = _class_tokens(folder.model, [c.name for c in cfg.classes].index(class_name))
         if own.shape != reference.shape or not torch.equal(own, reference):
             raise DataError(
                 f"{folder.path}: its prompts for {class_name!r} differ from {first.path}'s "

@@ -483,6 +483,7 @@ def _row(spec: GeneratorSpec, path: str, split: str, video_id: str, frame_index:
         spec.source,
         video_id,
         frame_index,
+        spec.prompt_name,
     )
 
 

@@ -428,6 +428,7 @@ class CacheRow:
     sample_id: str = ""
     source: str = ""  # the manifest's source dataset (DF40, Celeb-DF++...), "" when not given
     frame_index: int | None = None  # frame number within the video; None for a still image
+    prompt_name: str = ""  # the generator as the level-4 prompt names it (caches before it: the generator)
 
 
 @dataclass(frozen=True)
@@ -475,6 +476,7 @@ def read_cache(folder: str | Path) -> Cache:
                         forgery_type=r.get("forgery_type", ""),
                         architecture=r.get("architecture", ""),
                         video_id=r.get("video_id", ""),
+                        prompt_name=r.get("prompt_name") or r["generator"],
                         gaze=(float(pitch), float(yaw))
                         if pitch not in ("", None) and yaw not in ("", None)
                         else None,
@@ -515,6 +517,7 @@ def classes_of(rows: list[CacheRow]) -> list[dict[str, str]]:
                 "name": r.generator,
                 "forgery_type": "Real" if real else (r.forgery_type or "EFS"),
                 "architecture": "Real" if real else (r.architecture or "GAN"),
+                "prompt_name": r.prompt_name if r.prompt_name != r.generator else "",
             }
         )
     return out

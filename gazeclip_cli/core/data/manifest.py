@@ -4,7 +4,10 @@ Written by ``gazeclip build-benchmark``; read by ``preprocess``, ``train`` and `
 through :func:`read_manifest`. The columns and their order are fixed (docs/ARCHITECTURE.md):
 
     path, split, dfd_label, dfa_label, generator, forgery_type, architecture, source,
-    video_id, frame_index
+    video_id, frame_index, prompt_name
+
+(``prompt_name``, how the level-4 prompt names the generator, came last; a manifest
+without it still reads, with the generator's name in its place.)
 
 Path rule: a file inside the manifest's folder (at any depth) is written relative to that
 folder with ``/`` separators, so the folder can be moved or shared as a whole; any other
@@ -43,7 +46,9 @@ MANIFEST_COLUMNS = (
     "source",
     "video_id",
     "frame_index",
+    "prompt_name",
 )
+LEGACY_COLUMNS = MANIFEST_COLUMNS[:-1]  # manifests written before prompt_name
 SUMMARY_SUFFIX = ".summary.json"
 
 
@@ -60,6 +65,7 @@ class ManifestRow(NamedTuple):
     source: str  # source dataset, e.g. "GenFace"
     video_id: str  # source video ("" for still images)
     frame_index: int | None  # frame number within the video (None for still images)
+    prompt_name: str = ""  # the generator as the level-4 prompt names it ("" = generator)
 
 
 @dataclass(frozen=True)
@@ -188,15 +194,16 @@ def read_manifest(path: str | Path) -> Manifest:
     header = next(reader, None)
     if header is None:
         raise DataError(f"{path}: manifest is empty; rebuild it with gazeclip build-benchmark")
-    if tuple(header) != MANIFEST_COLUMNS:
+    if tuple(header) not in (MANIFEST_COLUMNS, LEGACY_COLUMNS):
         raise DataError(
             f"{path}: manifest header must be {','.join(MANIFEST_COLUMNS)}; got {','.join(header)}"
         )
+    legacy = tuple(header) == LEGACY_COLUMNS
     rows: list[ManifestRow] = []
     for line_no, fields in enumerate(reader, start=2):
         if not fields:
             continue
-        rows.append(_parse_row(fields, f"{path} line {line_no}"))
+        rows.append(_parse_row(fields + [""] if legacy else fields, f"{path} line {line_no}"))
     return Manifest(path=path, rows=tuple(rows))
 
 
@@ -224,7 +231,9 @@ def read_summary(manifest_path: str | Path) -> dict[str, Any]:
 def _parse_row(fields: list[str], where: str) -> ManifestRow:
     if len(fields) != len(MANIFEST_COLUMNS):
         raise DataError(f"{where}: expected {len(MANIFEST_COLUMNS)} columns, got {len(fields)}")
-    path, split, dfd, dfa, generator, forgery_type, architecture, source, video_id, frame = fields
+    path, split, dfd, dfa, generator, forgery_type, architecture, source, video_id, frame, prompt_name = (
+        fields
+    )
     if not path:
         raise DataError(f"{where}: empty path")
     if split not in SPLITS:
@@ -255,6 +264,7 @@ def _parse_row(fields: list[str], where: str) -> ManifestRow:
         source,
         video_id,
         frame_index,
+        prompt_name,
     )
 
 

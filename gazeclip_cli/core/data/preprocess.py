@@ -159,6 +159,7 @@ def read_inputs(
             "source": r.source,
             "video_id": r.video_id,
             "frame_index": "" if r.frame_index is None else str(r.frame_index),
+            "prompt_name": r.prompt_name,
         }
         video = is_video_path(file)
         rows.append(InputRow(i, file, fields, video, r.frame_index if video else None))

@@ -49,6 +49,7 @@ _GENERATOR_KEYS = (
     "label_file",
     "exclude_dirs",
     "description",
+    "prompt_name",
 )
 _GROUP_KEYS = ("title", "members", "auc_negatives")
 
@@ -76,6 +77,7 @@ class GeneratorSpec:
     """One row of the protocol: a generator (or a real set) and how many samples it gives."""
 
     name: str  # protocol name written to the manifest, e.g. "StyleGAN2"
+    prompt_name: str  # how the level-4 prompt names it, e.g. "LatentDiffusion" for LatDiff (default: name)
     source: str  # name of a SourceSpec
     role: str  # "seen" (train, val and test) or "unseen" (test only)
     forgery_type: str  # EFS, FS, AM, FR, TF or Real
@@ -304,6 +306,9 @@ def _parse_generator(
     merged = {**defaults, **raw}
 
     name = _get(merged, "name", str, gwhere)
+    prompt_name = _get(raw, "prompt_name", str, gwhere, name)
+    if not prompt_name.strip():
+        raise ConfigError(f"{gwhere}: prompt_name cannot be empty (leave it out to use the name)")
     source = _get(merged, "source", str, gwhere)
     if source not in sources:
         raise ConfigError(unknown_key_message(source, sources, f"{gwhere}: source"))
@@ -373,6 +378,7 @@ def _parse_generator(
             raise ConfigError(f"{gwhere}: {key} must be relative to the source root, got '{value}'")
     return GeneratorSpec(
         name=name,
+        prompt_name=prompt_name,
         source=source,
         role=role,
         forgery_type=forgery_type,

@@ -27,6 +27,9 @@ DEFAULT_TAU = 0.9
 UNSEEN_LABEL = -1
 """DFA label of every sample whose generator (or real source) was not seen in training."""
 
+HEADS = ("attribution", "detection")
+"""The two experts; a model trained with one alone (the paper's Fig. 9) is evaluated on it only."""
+
 REPORT_FORMAT = "gazeclip-evaluation/1"
 ROBUSTNESS_FORMAT = "gazeclip-robustness/1"
 
@@ -37,15 +40,17 @@ class SetPredictions:
 
     Args:
         attribution_probs: (N, x) softmax of the attribution expert; x = real + seen generators.
-        detection_probs: (N, 2) softmax of the detection expert; column 1 is P(fake).
+            None for a model without that expert (the paper's Fig. 9); its metrics are then None.
+        detection_probs: (N, 2) softmax of the detection expert; column 1 is P(fake). None for a
+            model without that expert.
         dfa_labels: (N,) true attribution labels, 0..x-1 for seen classes, -1 for unseen.
         dfd_labels: (N,) true detection labels, 0 real, 1 fake.
         video_ids: optional (N,) source-video id of each frame, "" for still images; frames of
             one video are averaged for the video-level AUC.
     """
 
-    attribution_probs: np.ndarray
-    detection_probs: np.ndarray
+    attribution_probs: np.ndarray | None
+    detection_probs: np.ndarray | None
     dfa_labels: np.ndarray
     dfd_labels: np.ndarray
     video_ids: Sequence[str] | np.ndarray | None = None
@@ -65,9 +70,9 @@ class SetMetrics:
     name: str
     kind: str
     num_samples: int
-    open_set_acc: float
+    open_set_acc: float | None  # None without the attribution expert (as every attribution metric)
     closed_set_acc: float | None
-    detection_acc: float
+    detection_acc: float | None  # None without the detection expert (as every detection metric)
     detection_auc: float | None
     detection_eer: float | None
     detection_ap: float | None
@@ -90,6 +95,15 @@ AVERAGED_METRICS = (
     "oscr",
 )
 """The :class:`SetMetrics` fields that :class:`GroupAverage` averages."""
+
+ATTRIBUTION_METRICS = ("open_set_acc", "closed_set_acc", "unknown_auroc", "oscr")
+"""The metrics the attribution expert gives; every other one is the detection expert's."""
+
+
+def expert_of(metric: str) -> str:
+    """The expert (an entry of :data:`HEADS`) a :class:`SetMetrics` field is computed from."""
+    return "attribution" if metric in ATTRIBUTION_METRICS else "detection"
+
 
 AVERAGE_KEYS = tuple(f"{group}_{metric}" for group in ("seen", "unseen") for metric in AVERAGED_METRICS)
 """Names of :meth:`EvaluationReport.averages`: ``seen_closed_set_acc``, ``unseen_open_set_acc``, ..."""
@@ -121,7 +135,8 @@ class EvaluationReport:
     """Result of :func:`evaluate_sets`: per-set metrics, averages, and pooled open-set scores.
 
     ``unknown_auroc`` and ``oscr`` pool every unseen sample against every seen sample (the
-    number the open-set literature reports); ``None`` without both.
+    number the open-set literature reports); ``None`` without both. ``heads`` names the
+    experts the model has; the other expert's metrics are all ``None``.
     """
 
     tau: float
@@ -130,6 +145,7 @@ class EvaluationReport:
     seen_average: GroupAverage | None
     unknown_auroc: float | None
     oscr: float | None
+    heads: tuple[str, ...] = HEADS
 
     def set(self, name: str) -> SetMetrics:
         """The metrics of the set called ``name``."""
@@ -158,6 +174,7 @@ class EvaluationReport:
             "seen_average": _average_to_dict(self.seen_average),
             "unknown_auroc": self.unknown_auroc,
             "oscr": self.oscr,
+            "heads": list(self.heads),
         }
 
     @classmethod
@@ -172,6 +189,7 @@ class EvaluationReport:
                 seen_average=_average_from_dict(data["seen_average"]),
                 unknown_auroc=data["unknown_auroc"],
                 oscr=data["oscr"],
+                heads=tuple(data.get("heads", HEADS)),  # reports before Fig. 9 had both experts
             )
         except (KeyError, TypeError) as exc:
             raise DataError(
@@ -412,35 +430,48 @@ class _Checked:
 
     name: str
     kind: str
-    top: np.ndarray  # (N,) float64 top attribution probability
-    open_correct: np.ndarray  # (N,) bool
-    closed_correct: np.ndarray  # (N,) bool, argmax == label
+    heads: tuple[str, ...]  # the experts whose probabilities were given
+    top: np.ndarray | None  # (N,) float64 top attribution probability
+    open_correct: np.ndarray | None  # (N,) bool
+    closed_correct: np.ndarray | None  # (N,) bool, argmax == label
     dfa: np.ndarray  # (N,) int64
     dfd: np.ndarray  # (N,) int64
-    p_fake: np.ndarray  # (N,) float64
-    detection_acc: float
+    p_fake: np.ndarray | None  # (N,) float64
+    detection_acc: float | None
     video_ids: np.ndarray  # (N,) str, "" for still images
 
 
 def _check_set(name: str, p: SetPredictions, tau: float) -> _Checked:
     where = f"test set '{name}'"
-    attr = np.asarray(p.attribution_probs)
-    det = np.asarray(p.detection_probs)
+    if p.attribution_probs is None and p.detection_probs is None:
+        raise DataError(f"{where}: neither attribution nor detection probabilities given")
     dfa = np.asarray(p.dfa_labels)
     dfd = np.asarray(p.dfd_labels)
-    if attr.ndim != 2 or attr.shape[0] == 0 or attr.shape[1] < 2:
-        raise DataError(
-            f"{where}: attribution_probs has shape {attr.shape}; expected (N, classes) with N >= 1"
-        )
-    n, classes = attr.shape
-    if det.shape != (n, 2):
-        raise DataError(f"{where}: detection_probs has shape {det.shape}; expected ({n}, 2)")
+    n = dfa.shape[0] if dfa.ndim == 1 else -1
+    attr = det = None
+    given = []
+    if p.attribution_probs is not None:
+        attr = np.asarray(p.attribution_probs)
+        if attr.ndim != 2 or attr.shape[0] == 0 or attr.shape[1] < 2:
+            raise DataError(
+                f"{where}: attribution_probs has shape {attr.shape}; expected (N, classes) with N >= 1"
+            )
+        n = attr.shape[0]
+        given.append(("attribution_probs", attr))
+    if p.detection_probs is not None:
+        det = np.asarray(p.detection_probs)
+        if attr is None and (det.ndim != 2 or det.shape[0] == 0):
+            raise DataError(f"{where}: detection_probs has shape {det.shape}; expected (N, 2) with N >= 1")
+        n = n if attr is not None else det.shape[0]
+        if det.shape != (n, 2):
+            raise DataError(f"{where}: detection_probs has shape {det.shape}; expected ({n}, 2)")
+        given.append(("detection_probs", det))
     for label_name, labels in (("dfa_labels", dfa), ("dfd_labels", dfd)):
         if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(
                 f"{where}: {label_name} must be {n} integers, got shape {labels.shape} {labels.dtype}"
             )
-    for probs_name, probs in (("attribution_probs", attr), ("detection_probs", det)):
+    for probs_name, probs in given:
         if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
             raise DataError(f"{where}: {probs_name} must be finite floats")
         # Loose tolerance: a bf16 softmax sums to 1 only within ~1e-2; logits miss by far more.
@@ -448,10 +479,10 @@ def _check_set(name: str, p: SetPredictions, tau: float) -> _Checked:
             raise DataError(
                 f"{where}: {probs_name} rows must be softmax probabilities (apply softmax to the logits)"
             )
-    if dfa.min() < UNSEEN_LABEL or dfa.max() >= classes:
-        raise DataError(
-            f"{where}: dfa_labels must lie in -1..{classes - 1} for {classes} attribution classes"
-        )
+    classes = attr.shape[1] if attr is not None else None
+    if dfa.min() < UNSEEN_LABEL or (classes is not None and dfa.max() >= classes):
+        bound = f"-1..{classes - 1} for {classes} attribution classes" if classes else "-1 or above"
+        raise DataError(f"{where}: dfa_labels must lie in {bound}")
     if not np.isin(dfd, (0, 1)).all():
         raise DataError(f"{where}: dfd_labels must be 0 (real) or 1 (fake)")
     unseen = dfa == UNSEEN_LABEL
@@ -469,13 +500,14 @@ def _check_set(name: str, p: SetPredictions, tau: float) -> _Checked:
     return _Checked(
         name=name,
         kind="unseen" if unseen.all() else "seen",
-        top=attr.max(axis=1).astype(np.float64),
-        open_correct=open_set_correct(attr, dfa, tau),
-        closed_correct=attr.argmax(axis=1) == dfa,
+        heads=tuple(h for h, probs in zip(HEADS, (attr, det), strict=True) if probs is not None),
+        top=None if attr is None else attr.max(axis=1).astype(np.float64),
+        open_correct=None if attr is None else open_set_correct(attr, dfa, tau),
+        closed_correct=None if attr is None else attr.argmax(axis=1) == dfa,
         dfa=dfa.astype(np.int64),
         dfd=dfd.astype(np.int64),
-        p_fake=det[:, 1].astype(np.float64),
-        detection_acc=detection_accuracy(det, dfd),
+        p_fake=None if det is None else det[:, 1].astype(np.float64),
+        detection_acc=None if det is None else detection_accuracy(det, dfd),
         video_ids=video_ids,
     )
 
@@ -562,48 +594,69 @@ def evaluate_sets(
         raise DataError("no test sets to evaluate; check that the manifest has rows in the test split")
     _check_tau(tau)
     checked = {name: _check_set(name, preds, tau) for name, preds in per_set.items()}
+    heads = next(iter(checked.values())).heads
+    odd = next((c for c in checked.values() if c.heads != heads), None)
+    if odd is not None:
+        raise DataError(
+            f"test set '{odd.name}' has probabilities of {list(odd.heads)} but others of {list(heads)}; "
+            "give every set the same experts' outputs"
+        )
     pairing = _resolve_pairing(checked, pair_reals)
+    attribution, detection = "attribution" in heads, "detection" in heads
 
     seen_sets = [c for c in checked.values() if c.kind == "seen"]
-    known_scores = np.concatenate([c.top for c in seen_sets]) if seen_sets else np.zeros(0)
-    known_correct = np.concatenate([c.closed_correct for c in seen_sets]) if seen_sets else np.zeros(0, bool)
+    known_scores = np.concatenate([c.top for c in seen_sets]) if seen_sets and attribution else np.zeros(0)
+    known_correct = (
+        np.concatenate([c.closed_correct for c in seen_sets])
+        if seen_sets and attribution
+        else np.zeros(0, bool)
+    )
 
     # Per-set video means, so that pairing never merges two sets' videos that share an id.
     videos = {
-        name: video_level(c.p_fake, c.dfd, c.video_ids, f"test set '{name}'") for name, c in checked.items()
+        name: video_level(c.p_fake, c.dfd, c.video_ids, f"test set '{name}'")
+        for name, c in checked.items()
+        if detection
     }
     results = []
     for name, c in checked.items():
         paired_with = pairing.get(name)
-        labels, scores = c.dfd, c.p_fake
-        video_scores, video_labels = videos[name]
-        if paired_with is not None:
-            r = checked[paired_with]
-            labels, scores = np.r_[labels, r.dfd], np.r_[scores, r.p_fake]
-            video_scores = np.r_[video_scores, videos[paired_with][0]]
-            video_labels = np.r_[video_labels, videos[paired_with][1]]
         unseen = c.kind == "unseen"
+        detection_metrics = dict.fromkeys(("detection_auc", "detection_eer", "detection_ap", "video_auc"))
+        if detection:
+            labels, scores = c.dfd, c.p_fake
+            video_scores, video_labels = videos[name]
+            if paired_with is not None:
+                r = checked[paired_with]
+                labels, scores = np.r_[labels, r.dfd], np.r_[scores, r.p_fake]
+                video_scores = np.r_[video_scores, videos[paired_with][0]]
+                video_labels = np.r_[video_labels, videos[paired_with][1]]
+            detection_metrics = {
+                "detection_auc": roc_auc(labels, scores),
+                "detection_eer": equal_error_rate(labels, scores),
+                "detection_ap": average_precision(labels, scores),
+                "video_auc": roc_auc(video_labels, video_scores),
+            }
         results.append(
             SetMetrics(
                 name=name,
                 kind=c.kind,
                 num_samples=int(c.dfa.size),
-                open_set_acc=float(np.mean(c.open_correct)),
-                closed_set_acc=None if unseen else float(np.mean(c.closed_correct)),
+                open_set_acc=float(np.mean(c.open_correct)) if attribution else None,
+                closed_set_acc=None if unseen or not attribution else float(np.mean(c.closed_correct)),
                 detection_acc=c.detection_acc,
-                detection_auc=roc_auc(labels, scores),
-                detection_eer=equal_error_rate(labels, scores),
-                detection_ap=average_precision(labels, scores),
-                video_auc=roc_auc(video_labels, video_scores),
+                **detection_metrics,
                 num_videos=int(np.unique(c.video_ids[c.video_ids != ""]).size),
-                paired_with=paired_with,
-                unknown_auroc=unknown_auroc(known_scores, c.top) if unseen else None,
-                oscr=oscr(known_scores, known_correct, c.top) if unseen else None,
+                paired_with=paired_with if detection else None,
+                unknown_auroc=unknown_auroc(known_scores, c.top) if unseen and attribution else None,
+                oscr=oscr(known_scores, known_correct, c.top) if unseen and attribution else None,
             )
         )
 
     unseen_sets = [c for c in checked.values() if c.kind == "unseen"]
-    unknown_scores = np.concatenate([c.top for c in unseen_sets]) if unseen_sets else np.zeros(0)
+    unknown_scores = (
+        np.concatenate([c.top for c in unseen_sets]) if unseen_sets and attribution else np.zeros(0)
+    )
     return EvaluationReport(
         tau=float(tau),
         sets=tuple(results),
@@ -611,6 +664,7 @@ def evaluate_sets(
         seen_average=_group_average("seen", results),
         unknown_auroc=unknown_auroc(known_scores, unknown_scores),
         oscr=oscr(known_scores, known_correct, unknown_scores),
+        heads=heads,
     )
 
 

@@ -34,8 +34,10 @@ def predict_dataset(
     ctx: D.DistContext = D.DistContext(),
     amp: str = "off",
     progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Softmax attribution (N, x) and detection (N, 2) probabilities for every item, in dataset order.
+
+    An expert the model does not have (the paper's Fig. 9 ablation) gives None.
 
     Under torchrun each rank predicts its shard and every rank gets all rows back. Items are
     :class:`~gazeclip_cli.core.data.cache.CacheDataset`'s: ``image``, ``gaze`` or ``patch``,
@@ -45,14 +47,17 @@ def predict_dataset(
     indices = D.shard(list(range(len(dataset))), ctx)
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers, shuffle=False)
     keep_on = device if ctx.enabled else torch.device("cpu")  # the gather runs on the device
+    has_att, has_det = "attribution" in model.experts, "detection" in model.experts
     att, det, idx = [], [], []
     done = 0
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast_for(device, amp):
             out = model(batch["image"], gaze_patches=batch.get("patch"), gaze=batch.get("gaze"))
-        att.append(out.attribution_logits.float().softmax(-1).to(keep_on))
-        det.append(out.detection_logits.float().softmax(-1).to(keep_on))
+        if has_att:
+            att.append(out.attribution_logits.float().softmax(-1).to(keep_on))
+        if has_det:
+            det.append(out.detection_logits.float().softmax(-1).to(keep_on))
         idx.append(batch["index"].to(keep_on))
         done += len(batch["index"])
         if progress:
@@ -66,10 +71,12 @@ def predict_dataset(
     for pos, k in enumerate(i.tolist()):
         first.setdefault(k, pos)  # the shards' padding repeats a few rows: keep the first
     order = torch.tensor([first[k] for k in range(len(dataset))], dtype=torch.long, device=a.device)
-    return a[order].cpu().numpy(), d[order].cpu().numpy()
+    return (a[order].cpu().numpy() if has_att else None), (d[order].cpu().numpy() if has_det else None)
 
 
-def prediction_sets(rows: Sequence[CacheRow], att: np.ndarray, det: np.ndarray) -> dict[str, SetPredictions]:
+def prediction_sets(
+    rows: Sequence[CacheRow], att: np.ndarray | None, det: np.ndarray | None
+) -> dict[str, SetPredictions]:
     """One test set per generator (and per real source), in first-seen order."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
@@ -79,8 +86,8 @@ def prediction_sets(rows: Sequence[CacheRow], att: np.ndarray, det: np.ndarray) 
         ix = np.array(idx)
         videos = [rows[i].video_id for i in idx]
         out[name] = SetPredictions(
-            attribution_probs=att[ix],
-            detection_probs=det[ix],
+            attribution_probs=None if att is None else att[ix],
+            detection_probs=None if det is None else det[ix],
             dfa_labels=np.array([rows[i].dfa for i in idx]),
             dfd_labels=np.array([rows[i].dfd for i in idx]),
             video_ids=np.array(videos) if any(videos) else None,
@@ -103,7 +110,7 @@ def real_pairing(rows: Sequence[CacheRow]) -> dict[str, str]:
 
 
 def evaluate_rows(
-    rows: Sequence[CacheRow], att: np.ndarray, det: np.ndarray, tau: float = DEFAULT_TAU
+    rows: Sequence[CacheRow], att: np.ndarray | None, det: np.ndarray | None, tau: float = DEFAULT_TAU
 ) -> EvaluationReport:
     """The paper's metrics of a split's predictions: sets per generator, reals paired as ``evaluate`` pairs them."""
     return evaluate_sets(prediction_sets(rows, att, det), tau=tau, pair_reals=real_pairing(rows))

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from gazeclip_cli.core.errors import DataError
-from gazeclip_cli.core.evaluate.metrics import EvaluationReport, GroupAverage, RobustnessResult, SetMetrics
+from gazeclip_cli.core.evaluate.metrics import (
+    HEADS,
+    EvaluationReport,
+    GroupAverage,
+    RobustnessResult,
+    SetMetrics,
+    expert_of,
+)
 
 Cell = str | float | None
 
@@ -78,7 +85,7 @@ def _group_table(report: EvaluationReport, kind: str, average: GroupAverage, spl
     members = [s for s in report.sets if s.kind == kind]
     rows: list[tuple[Cell, ...]] = []
     for name, label, kinds in _ROWS:
-        if kind not in kinds:
+        if kind not in kinds or expert_of(name) not in report.heads:
             continue
         values = [getattr(s, name) for s in members]
         if name not in ("open_set_acc", "detection_acc") and all(v is None for v in values):
@@ -97,6 +104,12 @@ def _group_table(report: EvaluationReport, kind: str, average: GroupAverage, spl
 
 def _notes(report: EvaluationReport, kind: str, members: Sequence[SetMetrics]) -> tuple[str, ...]:
     notes = ["Values in %. Average: mean over the sets of this table where the metric is defined."]
+    for head in HEADS:
+        if head not in report.heads:
+            notes.append(
+                f"No {head} rows: this model has no {head} expert (trained with experts = "
+                f"{list(report.heads)}, the paper's Fig. 9 ablation)."
+            )
     paired: dict[str, list[str]] = {}
     for s in members:
         if s.paired_with is not None:
@@ -110,7 +123,10 @@ def _notes(report: EvaluationReport, kind: str, members: Sequence[SetMetrics]) -
     alone = [
         s.name
         for s in members
-        if s.detection_auc is None and s.paired_with is None and s.name not in partners
+        if "detection" in report.heads
+        and s.detection_auc is None
+        and s.paired_with is None
+        and s.name not in partners
     ]
     if alone:
         notes.append(

@@ -60,7 +60,12 @@ def grad_cam(
         with torch.enable_grad():
             # Frozen towers: a leaf that needs a gradient makes every activation track one.
             x = image.detach().clone().requires_grad_(True)
-            logits = model(x, gaze_patch).attribution_logits[0]  # (x,)
+            logits = model(x, gaze_patch).attribution_logits
+            if logits is None:
+                raise ConfigError(
+                    "Grad-CAM explains an attribution logit; this model has no attribution expert"
+                )
+            logits = logits[0]  # (1, x) -> (x,)
             index = int(logits.argmax()) if class_index is None else int(class_index)
             if not 0 <= index < logits.shape[0]:
                 raise ConfigError(f"class index {index}: the model has {logits.shape[0]} attribution classes")

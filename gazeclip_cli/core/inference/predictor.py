@@ -69,6 +69,17 @@ from gazeclip_cli.core.weights.checksums import cached_sha256
 
 FACE_MODES = ("detect", "aligned")
 UNKNOWN_GENERATOR = "unknown generator"
+
+
+def absent_experts_note(experts: tuple[str, ...]) -> str | None:
+    """One line naming the expert a model lacks (the paper's Fig. 9 ablation) and what stays empty."""
+    if "detection" not in experts:
+        return "this model has no detection expert (experts = ['attribution']): no verdict or P(fake)"
+    if "attribution" not in experts:
+        return "this model has no attribution expert (experts = ['detection']): no generator or top classes"
+    return None
+
+
 GAZE_PATCH_SIZE = 224
 
 
@@ -154,19 +165,22 @@ class FacePrediction:
     frame_index: int | None
     box: tuple[float, float, float, float]  # x0 y0 x1 y1 in source pixels
     detector_score: float | None
-    verdict: str  # "fake" or "real": argmax of the detection expert
-    p_fake: float  # softmax probability of the detection expert's fake class
-    generator: str  # attributed class (argmax of the attribution expert), a generator or a real source
-    generator_probability: float  # its softmax probability
-    unknown: bool  # generator_probability < threshold: an unseen ("unknown") generator
+    # verdict and p_fake are None for a model without the detection expert; generator,
+    # generator_probability and unknown are None (top, probabilities empty) without the
+    # attribution expert (the paper's Fig. 9 ablation; see absent_experts_note).
+    verdict: str | None  # "fake" or "real": argmax of the detection expert
+    p_fake: float | None  # softmax probability of the detection expert's fake class
+    generator: str | None  # attributed class (argmax of the attribution expert), a generator or a real source
+    generator_probability: float | None  # its softmax probability
+    unknown: bool | None  # generator_probability < threshold: an unseen ("unknown") generator
     top: tuple[ClassProbability, ...]  # the top-k classes, most probable first
     probabilities: tuple[float, ...]  # every class's probability, in class order
     gaze_pitch: float | None  # radians, in the normalised camera the estimator sees
     gaze_yaw: float | None  # radians
 
     @property
-    def attribution(self) -> str:
-        """What to tell a person: the generator, or "unknown generator"."""
+    def attribution(self) -> str | None:
+        """What to tell a person: the generator, or "unknown generator" (None without the expert)."""
         return UNKNOWN_GENERATOR if self.unknown else self.generator
 
     def as_dict(self) -> dict[str, Any]:
@@ -190,15 +204,15 @@ class VideoVerdict:
     """
 
     frames_scored: int
-    verdict: str
-    p_fake: float
-    generator: str
-    generator_probability: float
-    unknown: bool
+    verdict: str | None  # None fields: as FacePrediction's, for a model without that expert
+    p_fake: float | None
+    generator: str | None
+    generator_probability: float | None
+    unknown: bool | None
     top: tuple[ClassProbability, ...]
 
     @property
-    def attribution(self) -> str:
+    def attribution(self) -> str | None:
         return UNKNOWN_GENERATOR if self.unknown else self.generator
 
     def as_dict(self) -> dict[str, Any]:
@@ -533,29 +547,51 @@ class Predictor:
             chunk = faces[start : start + bs]
             images, patches = self.input_tensors(chunk)
             out = self.model(images, patches)
-            p_att = torch.softmax(out.attribution_logits.float(), dim=-1).cpu().numpy()  # (B, x)
-            p_det = torch.softmax(out.detection_logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
+            p_att = p_det = None
+            if out.attribution_logits is not None:
+                p_att = torch.softmax(out.attribution_logits.float(), dim=-1).cpu().numpy()  # (B, x)
+            if out.detection_logits is not None:
+                p_det = torch.softmax(out.detection_logits.float(), dim=-1)[:, 1].cpu().numpy()  # (B,)
             gaze = out.gaze.float().cpu().numpy() if out.gaze is not None else None  # (B, 2)
             for i, face in enumerate(chunk):
-                predictions.append(self._face_prediction(face, p_att[i], float(p_det[i]), gaze, i))
+                predictions.append(
+                    self._face_prediction(
+                        face,
+                        None if p_att is None else p_att[i],
+                        None if p_det is None else float(p_det[i]),
+                        gaze,
+                        i,
+                    )
+                )
         return predictions
 
+    def _verdict(self, probs: np.ndarray | None, p_fake: float | None) -> dict[str, Any]:
+        """The verdict fields faces and videos share; None where the model lacks the expert."""
+        top = self._top(probs) if probs is not None else ()
+        return {
+            "verdict": None if p_fake is None else ("fake" if p_fake >= 0.5 else "real"),
+            "p_fake": p_fake,
+            "generator": top[0].name if top else None,
+            "generator_probability": top[0].probability if top else None,
+            "unknown": top[0].probability < self.settings.threshold if top else None,
+            "top": top,
+        }
+
     def _face_prediction(
-        self, face: PreparedFace, probs: np.ndarray, p_fake: float, gaze: np.ndarray | None, row: int
+        self,
+        face: PreparedFace,
+        probs: np.ndarray | None,
+        p_fake: float | None,
+        gaze: np.ndarray | None,
+        row: int,
     ) -> FacePrediction:
-        top = self._top(probs)
         return FacePrediction(
             face_index=face.face_index,
             frame_index=face.frame_index,
             box=face.box,
             detector_score=face.detector_score,
-            verdict="fake" if p_fake >= 0.5 else "real",
-            p_fake=p_fake,
-            generator=top[0].name,
-            generator_probability=top[0].probability,
-            unknown=top[0].probability < self.settings.threshold,
-            top=top,
-            probabilities=tuple(float(p) for p in probs),
+            **self._verdict(probs, p_fake),
+            probabilities=() if probs is None else tuple(float(p) for p in probs),
             gaze_pitch=None if gaze is None else float(gaze[row, 0]),
             gaze_yaw=None if gaze is None else float(gaze[row, 1]),
         )
@@ -583,24 +619,23 @@ class Predictor:
         """A video's verdict from its frames' face predictions (see :class:`VideoVerdict`)."""
         per_frame: dict[int | None, float] = {}
         for p in predictions:
-            per_frame[p.frame_index] = max(per_frame.get(p.frame_index, 0.0), p.p_fake)
-        p_fake = float(np.mean(list(per_frame.values())))
-        probs = np.mean(np.array([p.probabilities for p in predictions]), axis=0)
-        top = self._top(probs)
-        return VideoVerdict(
-            frames_scored=len(per_frame),
-            verdict="fake" if p_fake >= 0.5 else "real",
-            p_fake=p_fake,
-            generator=top[0].name,
-            generator_probability=top[0].probability,
-            unknown=top[0].probability < self.settings.threshold,
-            top=top,
-        )
+            per_frame[p.frame_index] = max(per_frame.get(p.frame_index, 0.0), p.p_fake or 0.0)
+        has_det, has_att = predictions[0].p_fake is not None, bool(predictions[0].probabilities)
+        p_fake = float(np.mean(list(per_frame.values()))) if has_det else None
+        probs = np.mean(np.array([p.probabilities for p in predictions]), axis=0) if has_att else None
+        return VideoVerdict(frames_scored=len(per_frame), **self._verdict(probs, p_fake))
 
     def describe(self, v: FacePrediction | VideoVerdict) -> str:
-        """The two experts' verdicts in words for a person: real or fake, and by what (or unknown)."""
-        real_source = self.class_names.index(v.generator) in self.real_classes
+        """The two experts' verdicts in words for a person: real or fake, and by what (or unknown).
+        A model with one expert (Fig. 9) is described by that expert alone."""
         reach = f"no known class reaches p {self.settings.threshold:g}"
+        if v.generator is None:  # no attribution expert
+            return f"{v.verdict} by detection (the model has no attribution expert)"
+        if v.verdict is None:  # no detection expert
+            if v.unknown:
+                return f"from an unknown source ({reach}; the model has no detection expert)"
+            return f"attributed to {v.generator} (the model has no detection expert)"
+        real_source = self.class_names.index(v.generator) in self.real_classes
         if v.unknown and v.verdict == "real":
             return f"real, from a source unlike any the model knows ({reach})"
         if v.unknown:

@@ -239,24 +239,33 @@ def _face_html(entry: ReportEntry, index: int, names: Sequence[str], threshold: 
     headline = (
         entry.headlines[index] if index < len(entry.headlines) else f"{pred.verdict}, {pred.attribution}"
     )
+    no_det, no_att = (
+        "absent: the model has no detection expert",
+        "absent: the model has no attribution expert",
+    )
+    verdict = no_det if pred.p_fake is None else f"{pred.verdict} (P(fake) = {pred.p_fake:.4f})"
+    attributed = (
+        no_att
+        if pred.generator_probability is None
+        else f"{pred.attribution} (top class {pred.generator}, p = {pred.generator_probability:.4f})"
+    )
     facts = _kv_table(
         [
-            ("verdict", f"{pred.verdict} (P(fake) = {pred.p_fake:.4f})"),
-            (
-                "attribution",
-                f"{pred.attribution} (top class {pred.generator}, p = {pred.generator_probability:.4f})",
-            ),
-            ("top 3", "; ".join(f"{c.name} {c.probability:.4f}" for c in pred.top)),
+            ("verdict", verdict),
+            ("attribution", attributed),
+            ("top 3", "; ".join(f"{c.name} {c.probability:.4f}" for c in pred.top) if pred.top else no_att),
             ("gaze", gaze),
             ("face box", " ".join(f"{v:.1f}" for v in pred.box)),
         ]
     )
-    best = int(np.argmax(pred.probabilities))
-    chart = _bars(["P(fake)"], [pred.p_fake], 0.5, -1) + _bars(names, pred.probabilities, threshold, best)
-    before, _, rest = headline.partition(pred.verdict)
+    chart = "" if pred.p_fake is None else _bars(["P(fake)"], [pred.p_fake], 0.5, -1)
+    if pred.probabilities:
+        chart += _bars(names, pred.probabilities, threshold, int(np.argmax(pred.probabilities)))
+    marked = pred.verdict or ""
+    before, _, rest = headline.partition(marked) if marked else (headline, "", "")
     return (
-        f'<h3>Face #{pred.face_index}: {html.escape(before)}<span class="verdict-{pred.verdict}">'
-        f"{pred.verdict}</span>{html.escape(rest)}</h3>"
+        f'<h3>Face #{pred.face_index}: {html.escape(before)}<span class="verdict-{marked or "none"}">'
+        f"{html.escape(marked)}</span>{html.escape(rest)}</h3>"
         f'<div class="face">{figures}<div class="facts">{facts}<p>Attribution probabilities (dashed line: '
         f"threshold {threshold:g}; the detection bar's line is 0.5):</p>{chart}</div></div>"
     )
@@ -328,9 +337,9 @@ def attribute_with_report(predictor: Predictor, path: str | os.PathLike[str]) ->
     """Attribute one file keeping what the report shows: the image, the result, a heatmap per face."""
     prepared = predictor.prepare(path, keep_image=True)
     result = predictor.result(prepared, predictor.predict_faces(prepared.faces) if prepared.faces else [])
-    heatmaps = (
-        [predictor.gradcam(f) for f in prepared.faces] if predictor.model.cam_layer() is not None else []
-    )
+    model = predictor.model
+    explainable = model.cam_layer() is not None and model.attribution_expert is not None  # Grad-CAM's logit
+    heatmaps = [predictor.gradcam(f) for f in prepared.faces] if explainable else []
     return ReportEntry(prepared, result, heatmaps, [predictor.describe(p) for p in result.faces])
 
 

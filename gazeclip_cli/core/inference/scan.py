@@ -275,12 +275,12 @@ def _index(i: int | None, fmt: str) -> Any:
 
 def _verdict_fields(v: FacePrediction | VideoVerdict, fmt: str) -> dict[str, Any]:
     """The columns a face row and a video row share."""
-    return {
-        "verdict": v.verdict,
+    return {  # empty where the model lacks the expert (absent_experts_note says which)
+        "verdict": _empty(fmt) if v.verdict is None else v.verdict,
         "p_fake": _num(v.p_fake, fmt),
-        "generator": v.attribution,
+        "generator": _empty(fmt) if v.attribution is None else v.attribution,
         "generator_probability": _num(v.generator_probability, fmt),
-        "unknown": _flag(v.unknown, fmt),
+        "unknown": _empty(fmt) if v.unknown is None else _flag(v.unknown, fmt),
         "top3": _top3(v.top, fmt),
     }
 
@@ -401,8 +401,10 @@ class _Tally:
             if kind == "image" or kind == "video":
                 self.faces += kind == "image"
                 self.videos += kind == "video"
-                self.verdicts[r["verdict"]] += 1
-                self.generators[r["generator"]] += 1
+                if r["verdict"]:  # empty without a detection expert
+                    self.verdicts[r["verdict"]] += 1
+                if r["generator"]:  # empty without an attribution expert
+                    self.generators[r["generator"]] += 1
 
     def into(self, summary: ScanSummary) -> None:
         summary.files, summary.files_failed = self.files, self.failed

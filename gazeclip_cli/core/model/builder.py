@@ -29,8 +29,12 @@ class WeightSources:
     overrides: dict[str, str | Path] = field(default_factory=dict)  # weight name -> explicit file
 
 
-def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
-    """(x, t) token ids: each class's prompts, tokenised to 77 each and concatenated."""
+def prompt_sets(cfg: GazeCLIPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct prompt sets, (P, t) token ids (77 per prompt, concatenated), and each class's set, (x,).
+
+    Classes whose prompts read alike (every fake class with L1 only) share one set: the text
+    tower encodes it once and the contrastive loss counts them as one positive (Table XI).
+    """
     from gazeclip_cli.core.model.openclip import SimpleTokenizer  # the text tower's modules: train path only
     from gazeclip_cli.core.model.prompts import class_prompts, load_templates
 
@@ -39,11 +43,17 @@ def prompt_tokens(cfg: GazeCLIPConfig) -> torch.Tensor:
     templates = load_templates(cfg.prompt_templates)
     tokenizer = SimpleTokenizer(context_length=cfg.clip.text.context_length)
     filler = "X " * cfg.learnable_prompt_tokens  # word slots the learnable context vectors replace
-    rows = []
+    sets: dict[tuple[int, ...], int] = {}  # token ids -> set index, in first-seen class order
+    rows, of_class = [], []
     for spec in cfg.classes:
         prompts = [filler + p for p in class_prompts(spec, cfg.prompt_levels, templates)]
-        rows.append(tokenizer(prompts).reshape(-1))  # (levels, 77) -> (t,)
-    return torch.stack(rows)
+        row = tokenizer(prompts).reshape(-1)  # (levels, 77) -> (t,)
+        key = tuple(row.tolist())
+        if key not in sets:
+            sets[key] = len(rows)
+            rows.append(row)
+        of_class.append(sets[key])
+    return torch.stack(rows), torch.tensor(of_class, dtype=torch.long)
 
 
 def build_frozen_gaze_estimator(
@@ -106,7 +116,7 @@ def build_gazeclip(
                 lora_alpha=cfg.lora_alpha,
                 merged_lora=merged_lora,
             )
-        lre, tokens = None, None
+        lre, prompts = None, None
         if cfg.use_lre:
             from gazeclip_cli.core.model.text_encoder import LanguageRefinementEncoder  # train path only
 
@@ -121,8 +131,8 @@ def build_gazeclip(
                 lora_alpha=cfg.lora_alpha,
                 learnable_tokens=cfg.learnable_prompt_tokens,
             )
-            tokens = prompt_tokens(cfg)
-        model = GazeCLIP(cfg, gaze_encoder, agpm, gie, lre, tokens)
+            prompts = prompt_sets(cfg)
+        model = GazeCLIP(cfg, gaze_encoder, agpm, gie, lre, prompts)
     model.pretrained_files = loaded
     return model
 

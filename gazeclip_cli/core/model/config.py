@@ -85,21 +85,29 @@ class ClassSpec:
     name: str  # generator name as in the protocol, or the real source
     forgery_type: str  # EFS, FS, AM, FR, TF, or Real
     architecture: str  # GAN, Diffusion, Flow, or Real
+    prompt_name: str = ""  # how the level-4 prompt names the generator ("" = name), e.g. "LatentDiffusion"
+
+    @property
+    def prompt_generator(self) -> str:
+        return self.prompt_name or self.name
 
 
 PAPER_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("CelebA-HQ", "Real", "Real"),
     ClassSpec("DiffFace", "FS", "Diffusion"),
-    ClassSpec("Diffae", "AM", "Diffusion"),
-    ClassSpec("LatDiff", "EFS", "Diffusion"),
-    ClassSpec("CollDiff", "EFS", "Diffusion"),
+    ClassSpec("Diffae", "AM", "Diffusion", "DiffusionAutoencoders"),
+    ClassSpec("LatDiff", "EFS", "Diffusion", "LatentDiffusion"),  # as in the paper's Fig. 11
+    ClassSpec("CollDiff", "EFS", "Diffusion", "CollaborativeDiffusion"),
     ClassSpec("DDPM", "EFS", "Diffusion"),
     ClassSpec("FSLSD", "FS", "GAN"),
     ClassSpec("FaceSwapper", "FS", "GAN"),
-    ClassSpec("LatTrans", "AM", "GAN"),
+    ClassSpec("LatTrans", "AM", "GAN", "LatentTransformer"),
     ClassSpec("StyleGAN2", "EFS", "GAN"),
     ClassSpec("StyleGAN3", "EFS", "GAN"),
 )
+
+
+EXPERTS = ("attribution", "detection")
 
 
 class _Classified:
@@ -111,6 +119,16 @@ class _Classified:
     def num_classes(self) -> int:
         """x: attribution logits (real + seen generators)."""
         return len(self.classes)
+
+    @property
+    def accepts_cached_gaze(self) -> bool:
+        """Whether cached (pitch, yaw) may stand for the model's own estimator (no estimator: moot)."""
+        return True
+
+    def _experts_check(self) -> tuple[bool, str]:
+        experts = self.experts  # type: ignore[attr-defined]
+        ok = len(experts) > 0 and list(experts) == [e for e in EXPERTS if e in experts]
+        return ok, f"experts: one or both of {list(EXPERTS)}, in that order"
 
     @staticmethod
     def _check(checks: list[tuple[bool, str]]) -> None:
@@ -158,6 +176,7 @@ class GazeCLIPConfig(_Classified):
     use_lre: bool = True  # language refinement encoder and the contrastive loss (training only)
     use_gi: bool = True  # gaze injectors inside the GIE
     finetune_gaze_estimator: bool = False  # train the gaze estimator too (Table XIII "w/ finetuned GE")
+    experts: tuple[str, ...] = EXPERTS  # experts built, each with its CE loss; one alone = Fig. 9's ablation
     temperature_init: float = 0.07  # initial contrastive temperature (learnable)
 
     def __post_init__(self) -> None:
@@ -179,6 +198,7 @@ class GazeCLIPConfig(_Classified):
             (self.agpm.token_dim % self.agpm.heads == 0, "agpm.heads must divide agpm.token_dim"),
             (len(self.classes) >= 2, "at least two attribution classes are needed"),
             (self.gaze.name in GAZE_ESTIMATORS, f"gaze.name must be one of {sorted(GAZE_ESTIMATORS)}"),
+            self._experts_check(),
         ]
         self._check(checks)
         owner = release_weights_owner(self.gaze.weights)
@@ -198,6 +218,11 @@ class GazeCLIPConfig(_Classified):
     def image_size(self) -> int:
         """H of the network's input images."""
         return self.clip.vision.image_size
+
+    @property
+    def accepts_cached_gaze(self) -> bool:
+        """Cached (pitch, yaw) stand for the estimator's output only while the estimator is frozen."""
+        return not self.finetune_gaze_estimator
 
     @property
     def text_length(self) -> int:
@@ -233,10 +258,12 @@ class TimmConfig(_Classified):
         default_factory=dict
     )  # extra timm.create_model arguments (tiny variants)
     classes: tuple[ClassSpec, ...] = PAPER_CLASSES  # attribution classes, index = DFA label (x = len)
+    experts: tuple[str, ...] = EXPERTS  # experts built, each with its CE loss; one alone = Fig. 9's ablation
 
     def __post_init__(self) -> None:
         checks = [
             (self.family == "timm", "family must be 'timm' for this config"),
+            self._experts_check(),
             (bool(self.model_name), "model_name must name a timm model"),
             (self.image_size >= 16, "image_size must be at least 16"),
             (len(self.mean) == 3 and len(self.std) == 3, "mean and std need three values (RGB)"),

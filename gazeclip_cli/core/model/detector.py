@@ -19,14 +19,15 @@ from torch import nn
 class DetectorOutput:
     """What one forward pass returns (tensors on the model's device)."""
 
-    attribution_logits: torch.Tensor  # (B, x)
-    detection_logits: torch.Tensor  # (B, 2)
+    attribution_logits: torch.Tensor | None  # (B, x); None without the attribution expert (Fig. 9)
+    detection_logits: torch.Tensor | None  # (B, 2); None without the detection expert
     visual_features: torch.Tensor  # the features both experts read, (B, F); I_v_g for GazeCLIP
     gaze: torch.Tensor | None  # (pitch, yaw) used, (B, 2); None for a model without gaze
     text_features: torch.Tensor | None = (
-        None  # T_l_g of each distinct class in the batch, (U, s); train path only
+        None  # T_l_g of each distinct prompt set in the batch, (U, s); train only
     )
-    text_classes: torch.Tensor | None = None  # class index of each text_features row, (U,)
+    text_sets: torch.Tensor | None = None  # prompt-set index of each text_features row, (U,)
+    image_sets: torch.Tensor | None = None  # prompt-set index of each image, (B,): its positive text
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
     """
 
     cfg: object
-    attribution_expert: nn.Linear
-    detection_expert: nn.Linear
+    attribution_expert: nn.Linear | None  # None for a model trained without it (the paper's Fig. 9)
+    detection_expert: nn.Linear | None
     logit_scale: nn.Parameter | None  # contrastive temperature (a text tower), else None
     pretrained_files: dict[str, Path]  # weight name -> file the pretrained tensors came from
 
@@ -68,6 +69,12 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
     def gaze_estimator(self) -> nn.Module | None:
         """The (B, 3, 224, 224) -> (B, 2) estimator the model runs, or None (cached angles must come from it)."""
         return None
+
+    @property
+    def experts(self) -> tuple[str, ...]:
+        """The experts the model has: ("attribution", "detection"), or one of them alone."""
+        heads = (("attribution", self.attribution_expert), ("detection", self.detection_expert))
+        return tuple(name for name, module in heads if module is not None)
 
     @property
     def uses_text(self) -> bool:
@@ -109,11 +116,13 @@ class Detector(nn.Module, metaclass=abc.ABCMeta):
         gaze: torch.Tensor | None = None,
         attribution_labels: torch.Tensor | None = None,
     ) -> DetectorOutput:
-        """Test path when ``attribution_labels`` is None; otherwise also the text of each distinct class."""
+        """Test path when ``attribution_labels`` is None; otherwise also the text of each distinct prompt set."""
         visual, gaze = self.features(images, gaze_patches, gaze)  # (B, F), (B, 2) or None
         out = DetectorOutput(
-            attribution_logits=self.attribution_expert(visual),
-            detection_logits=self.detection_expert(visual),
+            attribution_logits=self.attribution_expert(visual)
+            if self.attribution_expert is not None
+            else None,
+            detection_logits=self.detection_expert(visual) if self.detection_expert is not None else None,
             visual_features=visual,
             gaze=gaze,
         )

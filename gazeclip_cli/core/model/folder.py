@@ -35,6 +35,7 @@ from gazeclip_cli.core.errors import DataError, GazeclipError, ModelFolderError
 from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.model.image_encoder import TRAINABLE_EMBEDDINGS
 from gazeclip_cli.core.weights.checksums import cached_sha256
 from gazeclip_cli.core.weights.locate import sha256_file
 from gazeclip_cli.core.weights.store import map_safetensors, save_safetensors
@@ -317,6 +318,10 @@ def load_model_folder(
         )
     expected = set(model.state_dict()) - pretrained_keys(model)
     missing, unexpected = expected - set(tensors), set(tensors) - set(model.state_dict())
+    if isinstance(cfg, GazeCLIPConfig) and model.pretrained_files.get(cfg.clip.weights):
+        # Folders written while the GIE's class token and position embedding were frozen hold
+        # neither: their pretrained values, just loaded with the tower, are the trained ones.
+        missing -= {f"gie.visual.{name}" for name in TRAINABLE_EMBEDDINGS}
     if missing or unexpected:
         example = sorted(missing or unexpected)[0]
         raise ModelFolderError(

@@ -44,7 +44,13 @@ class GazeEncoder(nn.Module):
             return self.estimator(patches)
 
     def forward(self, patches: torch.Tensor | None = None, gaze: torch.Tensor | None = None):
-        if gaze is None:
+        if self.finetune:
+            # Cached angles come from the preprocessing estimator, not this one, and would leave
+            # it without a gradient (an error under DDP): a fine-tuned estimator sees the patches.
+            if patches is None:
+                raise ValueError("a fine-tuned gaze estimator needs the gaze patches, not cached angles")
+            gaze = self.estimate(patches)
+        elif gaze is None:
             if patches is None:
                 raise ValueError("give either gaze patches or cached gaze angles")
             gaze = self.estimate(patches)

@@ -37,7 +37,7 @@ class GazeCLIP(Detector):
         agpm: AGPM, or None.
         gie: GIE, or None.
         lre: LRE, or None (then there is no contrastive loss).
-        prompt_tokens: (x, t) token ids of each class's prompt set (train path only).
+        prompts: (P, t) token ids of the distinct prompt sets and (x,) each class's set (train path only).
     """
 
     def __init__(
@@ -47,7 +47,7 @@ class GazeCLIP(Detector):
         agpm: AGPM | None,
         gie: GazeAwareImageEncoder | None,
         lre: LanguageRefinementEncoder | None,
-        prompt_tokens: torch.Tensor | None,
+        prompts: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -65,15 +65,17 @@ class GazeCLIP(Detector):
         )
         self.fuse_ig = nn.Linear(d, s, bias=False) if gie is not None else None  # W_ig
         self.fuse_ag = nn.Linear(a, s, bias=False) if agpm is not None else None  # W_ag
-        self.attribution_expert = nn.Linear(s, cfg.num_classes)
-        self.detection_expert = nn.Linear(s, 2)
+        experts = cfg.experts
+        self.attribution_expert = nn.Linear(s, cfg.num_classes) if "attribution" in experts else None
+        self.detection_expert = nn.Linear(s, 2) if "detection" in experts else None
         self.logit_scale = (
             nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature_init))) if lre is not None else None
         )
-        if prompt_tokens is not None:
-            self.register_buffer("prompt_tokens", prompt_tokens, persistent=False)
+        if prompts is not None:
+            self.register_buffer("prompt_tokens", prompts[0], persistent=False)  # (P, t)
+            self.register_buffer("class_prompt_set", prompts[1], persistent=False)  # (x,)
         else:
-            self.prompt_tokens = None
+            self.prompt_tokens = self.class_prompt_set = None
         mean, std = (CLIP_MEAN, CLIP_STD) if cfg.pixel_norm == "clip" else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -114,17 +116,17 @@ class GazeCLIP(Detector):
             fused = fused + self.fuse_ig(self.gie(x, g_tokens))  # I_ig_g (B, d) -> (B, s)
         return fused, gaze
 
-    def encode_text(self, class_indices: torch.Tensor) -> torch.Tensor:
-        """T_l_g for the given classes, (U,) -> (U, s). Train path only."""
+    def encode_text(self, set_indices: torch.Tensor) -> torch.Tensor:
+        """T_l_g of the given prompt sets, (U,) -> (U, s). Train path only."""
         if self.lre is None or self.prompt_tokens is None:
             raise RuntimeError("this model has no language refinement encoder")
-        return self.lre(self.prompt_tokens[class_indices])
+        return self.lre(self.prompt_tokens[set_indices])
 
     def attach_text(self, out: DetectorOutput, attribution_labels: torch.Tensor) -> None:
-        """T_l_g of each distinct class in the batch into ``out``: one text pass per prompt set, never per sample."""
-        classes = torch.unique(attribution_labels)
-        out.text_features = self.encode_text(classes)
-        out.text_classes = classes
+        """T_l_g of each distinct prompt set in the batch into ``out``: one text pass per set, never per sample or class."""
+        out.image_sets = self.class_prompt_set[attribution_labels]  # (B,)
+        out.text_sets = torch.unique(out.image_sets)  # (U,)
+        out.text_features = self.encode_text(out.text_sets)
 
     def frozen_pretrained_keys(self) -> set[str]:
         cfg = self.cfg
@@ -162,6 +164,10 @@ class GazeCLIP(Detector):
             ("AGPM transformer + tokens", lambda n: n.startswith("agpm.") or n.startswith("gaze_to_agpm.")),
             ("GIE gaze injectors", lambda n: n.startswith("gie.injectors.")),
             ("GIE LoRA", lambda n: n.startswith("gie.") and "lora_" in n),
+            (
+                "GIE class token + position embedding",
+                lambda n: n in ("gie.visual.class_embedding", "gie.visual.positional_embedding"),
+            ),
             ("GIE CLIP image tower (frozen)", lambda n: n.startswith("gie.")),
             ("LRE word selectors (AWS)", lambda n: n.startswith("lre.selectors.")),
             ("LRE LoRA", lambda n: n.startswith("lre.") and "lora_" in n),

@@ -1,4 +1,4 @@
-"""GIE: the frozen CLIP image tower with a trainable gaze injector in every block, LoRA on the last K.
+"""GIE: the frozen CLIP image tower (class token and position embedding trainable), a gaze injector per block, LoRA.
 
 Input: images (B, 3, H, H) already normalised for the tower, gaze tokens (B, G, d) or None.
 Output: I_ig_g, the class token after the final LayerNorm, (B, d).
@@ -12,6 +12,8 @@ from torch import nn
 
 from gazeclip_cli.core.model.clip_towers import add_lora, block_forward, convert_attention, lora_pattern
 from gazeclip_cli.core.model.openclip import VisionTransformer
+
+TRAINABLE_EMBEDDINGS = ("class_embedding", "positional_embedding")  # of the CLIP image tower
 
 
 class GazeInjector(nn.Module):
@@ -102,6 +104,11 @@ class GazeAwareImageEncoder(nn.Module):
             add_lora(
                 self.visual, lora_pattern(r"transformer\.resblocks", self.lora_blocks), lora_rank, lora_alpha
             )
+        # The paper's "learnable class token" and "learnable position embedding P_i" train (the
+        # position embedding is also resized from 7x7 to 8x8 for 256 pixels); after peft, which
+        # freezes everything but its adapters. DECISIONS.md.
+        for name in TRAINABLE_EMBEDDINGS:
+            getattr(self.visual, name).requires_grad_(True)
 
     def forward(self, images: torch.Tensor, gaze_tokens: torch.Tensor | None) -> torch.Tensor:
         x = self.visual._embeds(images)  # (B, 3, H, H) -> (B, 1 + m, d)

@@ -53,7 +53,7 @@ def class_prompts(spec: ClassSpec, levels: tuple[int, ...], templates: PromptTem
     """The prompts of one class, one per requested level, in level order."""
     real = spec.forgery_type == "Real"
     fields = {
-        "generator": spec.name,
+        "generator": spec.prompt_generator,
         "forgery_type": templates.forgery_types.get(spec.forgery_type, spec.forgery_type),
         "architecture": templates.architectures.get(spec.architecture, spec.architecture),
     }

@@ -28,8 +28,8 @@ class TimmDetector(Detector):
         self.backbone = backbone
         width = int(backbone.num_features)
         self.feature_map = nn.Identity()  # the backbone's last feature map passes here (Grad-CAM's hook)
-        self.attribution_expert = nn.Linear(width, cfg.num_classes)
-        self.detection_expert = nn.Linear(width, 2)
+        self.attribution_expert = nn.Linear(width, cfg.num_classes) if "attribution" in cfg.experts else None
+        self.detection_expert = nn.Linear(width, 2) if "detection" in cfg.experts else None
         self.logit_scale = None
         self.pretrained_files = {}
         self._nchw: bool | None = None  # whether forward_features gives (B, C, h, w); probed once

@@ -15,7 +15,7 @@ from typing import Any
 
 from gazeclip_cli.core.config_io import from_dict, read_toml
 from gazeclip_cli.core.errors import ConfigError
-from gazeclip_cli.core.evaluate.metrics import AVERAGE_KEYS, AVERAGED_METRICS
+from gazeclip_cli.core.evaluate.metrics import AVERAGE_KEYS, AVERAGED_METRICS, expert_of
 from gazeclip_cli.core.model.config import (
     RECIPE_TABLE,
     DetectorConfig,
@@ -78,6 +78,21 @@ def architecture_recipe(architecture: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: '{key}' is not a training setting")
     from_dict(RunConfig, recipe, where)  # unknown keys and bad values named here, not in the run config
     return recipe
+
+
+def _val_expert(metric: str) -> str:
+    return expert_of(metric.removeprefix("val_").split("_", 1)[1])  # val_<seen|unseen>_<metric>
+
+
+def check_val_metric(run: RunConfig, cfg: DetectorConfig) -> None:
+    """The metric that picks the best epoch must come from an expert the model has (Fig. 9's ablation)."""
+    expert = _val_expert(run.val_metric)
+    if expert not in cfg.experts:
+        usable = [m for m in VAL_METRICS if _val_expert(m) in cfg.experts and m.startswith("val_seen_")]
+        raise ConfigError(
+            f"val_metric '{run.val_metric}' needs the {expert} expert, but the model has experts = "
+            f"{list(cfg.experts)}; set val_metric to one of {', '.join(usable)}"
+        )
 
 
 def load_run_config(path: str | Path | None, **overrides: Any) -> RunConfig:

@@ -36,7 +36,8 @@ from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.detector import Detector
 from gazeclip_cli.core.model.folder import pretrained_keys, save_model_folder
 from gazeclip_cli.core.model.loss import gazeclip_loss
-from gazeclip_cli.core.train.run_config import RunConfig, model_config
+from gazeclip_cli.core.train.optim import build_optimizer, clamp_temperature
+from gazeclip_cli.core.train.run_config import RunConfig, check_val_metric, model_config
 
 CHECKPOINT = "checkpoint.pt"
 NO_CACHED_GAZE = "or train without cached gaze (use_cached_gaze = false in the run config)"
@@ -148,6 +149,7 @@ def _train(
     if not train_rows:
         raise DataError(f"{cache_dir}: the cache has no rows in the 'train' split")
     cfg = model_config(run, classes_of(train_rows))
+    check_val_metric(run, cfg)
     if val_rows:
         check_classes([c.name for c in cfg.classes], val_rows, "val")
         group = run.val_metric.removeprefix("val_").split("_", 1)[0]  # seen or unseen
@@ -173,14 +175,19 @@ def _train(
     if prepare_model is not None:
         prepare_model(model)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=run.lr, weight_decay=run.weight_decay)
+    optimizer = build_optimizer(model, run.lr, run.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=run.lr_step_epochs, gamma=run.lr_gamma)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": None}
     if resume:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"], strict=False)
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError:  # written before the decay / no-decay parameter groups
+            raise GazeclipError(
+                f"{ckpt_path}: its optimiser state has other parameter groups (an older gazeclip); "
+                "start a new run with another --out"
+            ) from None
         scheduler.load_state_dict(ckpt["scheduler"])
         state.update(ckpt["state"])
     net = (
@@ -189,11 +196,12 @@ def _train(
         else model
     )
 
-    # Cached angles only from the estimator this model runs: another's are refused, with the fix.
-    train_set = CacheDataset(train_rows, cfg.image_size, run.use_cached_gaze, model.uses_gaze)
-    val_set = (
-        CacheDataset(val_rows, cfg.image_size, run.use_cached_gaze, model.uses_gaze) if val_rows else None
-    )
+    # Cached angles only from the estimator this model runs, and only while it stays frozen: a
+    # fine-tuned one must see the patches to train (Table XIII "w/ finetuned GE"), so it is never
+    # stood in for by cached angles; another estimator's angles are refused, with the fix.
+    cached_gaze = run.use_cached_gaze and cfg.accepts_cached_gaze
+    train_set = CacheDataset(train_rows, cfg.image_size, cached_gaze, model.uses_gaze)
+    val_set = CacheDataset(val_rows, cfg.image_size, cached_gaze, model.uses_gaze) if val_rows else None
     check_cached_gaze(cache, model.gaze_estimator, train_set, val_set, also=NO_CACHED_GAZE)
     recorded = None if cache.settings is None else cache.settings.to_dict()  # into the model folder
     per_rank_batch = max(1, run.batch_size // ctx.world_size)
@@ -248,21 +256,21 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
+            clamp_temperature(model)
             state["global_step"] += 1
             state["step_in_epoch"] = step + 1
             record = {
                 "epoch": epoch,
                 "step": state["global_step"],
                 "loss": loss.total.item(),
-                "attribution": loss.attribution.item(),
-                "detection": loss.detection.item(),
+                "attribution": loss.attribution.item() if loss.attribution is not None else None,
+                "detection": loss.detection.item() if loss.detection is not None else None,
                 "contrastive": loss.contrastive.item() if loss.contrastive is not None else None,
                 "lr": optimizer.param_groups[0]["lr"],
                 "images_per_s": len(batch["dfa"]) * ctx.world_size / max(time.perf_counter() - t0, 1e-9),
             }
-            for k in ("loss", "attribution", "detection"):
-                sums[k] += record[k]
-            sums["contrastive"] += record["contrastive"] or 0.0
+            for k in ("loss", "attribution", "detection", "contrastive"):
+                sums[k] += record[k] or 0.0
             sums["n"] += 1
             if ctx.is_main and run.log_every_steps and state["global_step"] % run.log_every_steps == 0:
                 _append_jsonl(metrics_path, {"kind": "step", **record})
@@ -276,8 +284,12 @@ def _train(
             "kind": "epoch",
             "epoch": epoch,
             "train_loss": D.mean_across(sums["loss"] / n, ctx),
-            "train_attribution": D.mean_across(sums["attribution"] / n, ctx),
-            "train_detection": D.mean_across(sums["detection"] / n, ctx),
+            "train_attribution": D.mean_across(sums["attribution"] / n, ctx)
+            if "attribution" in cfg.experts
+            else None,
+            "train_detection": D.mean_across(sums["detection"] / n, ctx)
+            if "detection" in cfg.experts
+            else None,
             "train_contrastive": D.mean_across(sums["contrastive"] / n, ctx) if with_text else None,
             "lr_next": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t_epoch,
