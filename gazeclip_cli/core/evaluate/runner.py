@@ -214,7 +214,8 @@ def evaluate_model(
             f"{cache_dir}: the '{split}' split has no unseen sets (DFA label -1), and robustness measures "
             "open-set attribution ACC over unseen sets (Fig. 6); evaluate a split with unseen sets (test)"
         )
-    folder = load_model_folder(model_dir, weights, device=dev, with_text=False)
+    # LoRA kept unmerged: the efficiency table counts the network as trained (the paper's Table VII).
+    folder = load_model_folder(model_dir, weights, device=dev, with_text=False, merge_lora_adapters=False)
     model = folder.model
     check_classes(folder.class_names, rows, split)
     note = check_preparation(

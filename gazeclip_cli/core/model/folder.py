@@ -277,6 +277,7 @@ def load_model_folder(
     device: str | torch.device = "cpu",
     verify_checksums: bool = True,
     with_text: bool = True,
+    merge_lora_adapters: bool = True,
 ) -> ModelFolder:
     """Load a model folder; the frozen towers come from the recorded weight files, checked by SHA-256.
 
@@ -284,6 +285,8 @@ def load_model_folder(
     language refinement encoder, which it never runs, and with the image tower's LoRA merged
     into its Linear layers (:func:`merge_lora`), so peft is not imported: a smaller,
     faster-loading model with the same outputs (to float rounding); it cannot be trained.
+    ``merge_lora_adapters=False`` keeps peft's LoRA layers in that model (evaluate, whose
+    efficiency table counts the parameters and FLOPs of the network as trained).
     """
     folder = Path(folder)
     meta = read_meta(folder)
@@ -296,7 +299,8 @@ def load_model_folder(
     sources = weights or WeightSources()
     sources = WeightSources(pretrained=bool(needed), directory=sources.directory, overrides=sources.overrides)
     text_free = isinstance(cfg, GazeCLIPConfig) and not with_text
-    model = build_model(replace(cfg, use_lre=False) if text_free else cfg, sources, merged_lora=text_free)
+    merged = text_free and merge_lora_adapters
+    model = build_model(replace(cfg, use_lre=False) if text_free else cfg, sources, merged_lora=merged)
     if verify_checksums:
         for name, info in recorded.items():
             path = model.pretrained_files.get(name)
@@ -312,7 +316,7 @@ def load_model_folder(
         raise ModelFolderError(f"{folder / WEIGHTS_FILE}: unreadable ({exc})") from None
     if text_free and cfg.use_lre:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(TEXT_ONLY_PREFIXES)}
-    if text_free:
+    if merged:
         tensors = merge_lora(
             tensors, model.state_dict(), cfg.lora_alpha / cfg.lora_rank if cfg.lora_rank else 0.0
         )
