@@ -122,3 +122,16 @@ def test_a_folder_from_before_the_trainable_gie_embeddings_still_loads(tmp_path,
     loaded = load_model_folder(folder, WeightSources(directory=weights))
     for a, b in zip(outputs(model, tiny_batch), outputs(loaded.model, tiny_batch), strict=True):
         assert torch.equal(a, b)
+
+
+def test_text_free_load_merges_lora_onto_the_pretrained_tower(tmp_path, tiny_cfg, tiny_batch):
+    # The folder leaves the frozen tower out: the merged weights start from the file's values.
+    cfg, weights = with_pretrained_clip(tiny_cfg, tmp_path)
+    model = build_gazeclip(cfg, WeightSources(directory=weights))
+    one_step(model, tiny_batch)
+    folder = save_model_folder(model, tmp_path / "model")
+    assert not any(k.endswith("base_layer.weight") for k in load_file(str(folder / WEIGHTS_FILE)))
+    light = load_model_folder(folder, WeightSources(directory=weights), with_text=False).model
+    assert not [n for n, _ in light.named_modules() if "lora_" in n]
+    for a, b in zip(outputs(model, tiny_batch), outputs(light, tiny_batch), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
