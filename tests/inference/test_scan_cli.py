@@ -188,7 +188,7 @@ def test_scan_stopped_at_several_points_and_resumed_equals_an_uninterrupted_scan
     out.write_bytes(data[: len(data) - 25])
     result = invoke_scan(
         str(root), "--out", str(out), "-m", str(model_dir), "--aligned", "--resume", "--batch-size", "4",
-        "--video-frames", "3", "--workers", "2", "--threads", "1",
+        "--frames-per-video", "3", "--workers", "2", "--threads", "1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == complete  # every row, byte for byte
