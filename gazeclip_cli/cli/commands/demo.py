@@ -99,11 +99,16 @@ def _print_result(result: DemoResult, out: Path) -> None:
                 h["seen_closed_set_acc"],
                 f"chance {h['chance_closed_set_acc']:.2f}",
             ],
+            [
+                "seen sets: attributed with p >= tau (open-set ACC)",
+                h["seen_open_set_acc"],
+                f"tau {result.evaluation.report.tau:g}",
+            ],
             ["seen sets: detection AUC", h["seen_detection_auc"], "chance 0.50"],
             [
-                "unseen generators: rejected as unknown (open-set ACC)",
+                "unseen sets: rejected as unknown (open-set ACC)",
                 h["unseen_rejected_as_unknown"],
-                "tau 0.9",
+                f"tau {result.evaluation.report.tau:g}",
             ],
             [
                 "gaze estimator: held-out angular error (deg)",

@@ -127,11 +127,14 @@ def headline_figures(report: EvaluationReport, num_classes: int) -> dict[str, fl
     seen = [s for s in report.sets if s.kind == "seen"]
     unseen = [s for s in report.sets if s.kind == "unseen"]
     closed = [s.closed_set_acc for s in seen if s.closed_set_acc is not None]
+    attributed = [s.open_set_acc for s in seen if s.open_set_acc is not None]
     aucs = [s.detection_auc for s in seen if s.detection_auc is not None]
     rejected = [s.open_set_acc for s in unseen if s.open_set_acc is not None]
     return {
         "seen_closed_set_acc": float(np.mean(closed)) if closed else None,
         "chance_closed_set_acc": 1.0 / num_classes,
+        # A seen face counts only when its class is the top one with p >= tau (metrics.open_set_correct).
+        "seen_open_set_acc": float(np.mean(attributed)) if attributed else None,
         "seen_detection_auc": float(np.mean(aucs)) if aucs else None,
         "unseen_rejected_as_unknown": float(np.mean(rejected)) if rejected else None,
         "unseen_detection_auc": report.unseen_average.detection_auc if report.unseen_average else None,
