@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("seen_closed_set_acc", "seen_detection_auc", "unseen_rejected_as_unknown")
+FIGURES = ("seen_closed_set_acc", "seen_open_set_acc", "seen_detection_auc", "unseen_rejected_as_unknown")
 
 
 def _env() -> dict[str, str]:
@@ -78,12 +78,30 @@ def grid(args: argparse.Namespace) -> None:
         )
         done.append(data)
         _print_run(data)
+    _print_table(done)
     if len(done) > 1:
         print("\nspread over all runs (largest - smallest):")
         for k in FIGURES:
             values = [d["headline"][k] for d in done]
             print(f"  {k}: {min(values):.3f} .. {max(values):.3f} (spread {max(values) - min(values):.3f})")
     print(f"outputs in {out}")
+
+
+def _print_table(done: list[dict]) -> None:
+    """Every run as one Markdown row: the headline, the lowest seen class, wall and CPU seconds, load."""
+    print(
+        "\n| seed, threads | "
+        + " | ".join(FIGURES)
+        + " | lowest seen class (closed-set ACC) | wall s | CPU s | load |"
+    )
+    print("| --- " * (len(FIGURES) + 5) + "|")
+    for d in sorted(done, key=lambda d: (d["seed"], d["threads"])):
+        low = min(d["per_class"], key=lambda c: c["closed_set_acc"])
+        figures = " | ".join(f"{d['headline'][k]:.3f}" for k in FIGURES)
+        print(
+            f"| {d['seed']}, {d['threads']} | {figures} | {low['name']} {low['closed_set_acc']:.3f} | "
+            f"{d['wall']:.0f} | {d['cpu']:.0f} | {d['load'][0]:.1f} -> {d['load'][1]:.1f} |"
+        )
 
 
 def _print_run(d: dict) -> None:
@@ -96,7 +114,8 @@ def _print_run(d: dict) -> None:
     )
     for c in d["per_class"]:
         print(
-            f"    {c['name']:16s} closed-set ACC {c['closed_set_acc']:.3f}  detection ACC {c['detection_acc']:.3f}"
+            f"    {c['name']:16s} closed-set ACC {c['closed_set_acc']:.3f}  open-set ACC "
+            f"{c.get('open_set_acc', float('nan')):.3f}  detection ACC {c['detection_acc']:.3f}"
         )
 
 

@@ -54,6 +54,8 @@ def test_headline_and_per_class_figures_are_the_hand_computed_ones():
     figures = seen_class_figures(report)
     assert [(c.name, c.num_samples) for c in figures] == [("Real", 4), ("A", 4), ("B", 2)]
     assert [c.closed_set_acc for c in figures] == [0.75, 0.5, 1.0]
+    # Right class with p >= 0.9: Real's [0.9, ...], A's [0.05, 0.9, 0.05], B's [0.0, 0.1, 0.9].
+    assert [c.open_set_acc for c in figures] == [0.25, 0.25, 0.5]
     assert [c.detection_acc for c in figures] == [0.75, 0.75, 1.0]
     h = headline_figures(report, num_classes=3)
     assert h["seen_closed_set_acc"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)

@@ -86,8 +86,11 @@ def _print_result(result: DemoResult, out: Path) -> None:
     print_evaluation(result.evaluation)
     output.print_table(
         "seen classes (held-out test renders)",
-        ["class", "test renders", "closed-set attribution ACC", "detection ACC"],
-        [[c.name, c.num_samples, c.closed_set_acc, c.detection_acc] for c in result.per_class],
+        ["class", "test renders", "closed-set attribution ACC", "attributed with p >= tau", "detection ACC"],
+        [
+            [c.name, c.num_samples, c.closed_set_acc, c.open_set_acc, c.detection_acc]
+            for c in result.per_class
+        ],
     )
     h = result.headline
     output.print_table(

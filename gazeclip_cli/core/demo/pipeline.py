@@ -101,6 +101,7 @@ class SeenClassFigures:
     name: str
     num_samples: int
     closed_set_acc: float  # share attributed to this class (argmax)
+    open_set_acc: float  # share attributed to this class with top p >= tau (the paper's attribution ACC)
     detection_acc: float  # share given the right real/fake verdict
 
 
@@ -144,7 +145,9 @@ def headline_figures(report: EvaluationReport, num_classes: int) -> dict[str, fl
 def seen_class_figures(report: EvaluationReport) -> list[SeenClassFigures]:
     """Closed-set attribution and detection ACC of each seen class (each seen set is one class)."""
     return [
-        SeenClassFigures(s.name, s.num_samples, float(s.closed_set_acc), s.detection_acc)
+        SeenClassFigures(
+            s.name, s.num_samples, float(s.closed_set_acc), float(s.open_set_acc), s.detection_acc
+        )
         for s in report.sets
         if s.kind == "seen" and s.closed_set_acc is not None
     ]
