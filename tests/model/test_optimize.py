@@ -187,3 +187,11 @@ def test_fused_conv_equals_conv_sum_relu_on_both_paths():
         with torch.set_grad_enabled(grad):
             torch.testing.assert_close(FusedConv(conv, relu=True)(x, residual), expected, **TOL)
             torch.testing.assert_close(FusedConv(conv, relu=False)(x), expected_plain, **TOL)
+    # Channels-last, without autograd: the sum accumulates into the residual's own buffer.
+    cl = torch.channels_last
+    fused = FusedConv(conv.to(memory_format=cl), relu=True)
+    buffer = residual.contiguous(memory_format=cl)
+    with torch.inference_mode():
+        out = fused(x.contiguous(memory_format=cl), buffer, overwrite=True)
+    assert out.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(out, expected, **TOL)

@@ -69,8 +69,9 @@ class FusedConv(nn.Module):
     """A ``Conv2d`` (BatchNorm already folded in) with its ReLU, and optionally a residual sum
     before the ReLU, in one oneDNN kernel (a post-op), under the same conditions as :class:`FastLinear`.
 
-    ``relu=True``: relu(conv(x) [+ residual]); else conv(x) [+ residual]. With autograd on,
-    on other devices or dtypes it is ``F.conv2d`` then the same sum and ReLU, as unfused.
+    ``relu=True``: relu(conv(x) [+ residual]); else conv(x) [+ residual]. ``overwrite=True``
+    writes the result into ``residual`` (no new output buffer) when its layout allows. With
+    autograd on, on other devices or dtypes it is ``F.conv2d`` then the same sum and ReLU.
     Shapes: x (B, C, H, W), residual (B, C', H', W') like the output -> (B, C', H', W').
     """
 
@@ -87,7 +88,9 @@ class FusedConv(nn.Module):
             torch.ops.mkldnn, "_convolution_pointwise"
         )
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, overwrite: bool = False
+    ) -> torch.Tensor:
         if (
             self.onednn
             and x.device.type == "cpu"
@@ -99,6 +102,10 @@ class FusedConv(nn.Module):
             unary = "relu" if self.relu else None
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(x, *args, unary or "none", [], "")
+            cl = torch.channels_last
+            if overwrite and all(t.is_contiguous(memory_format=cl) for t in (x, self.weight, residual)):
+                # oneDNN's "sum" post-op accumulates into the residual's own buffer.
+                return torch.ops.mkldnn._convolution_pointwise_(residual, x, *args, "add", 1.0, unary, [], "")
             return torch.ops.mkldnn._convolution_pointwise(x, residual, *args, "add", 1.0, unary, [], "")
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
@@ -109,6 +116,10 @@ class FusedConv(nn.Module):
 class FusedBottleneck(nn.Module):
     """torchvision's ResNet ``Bottleneck`` (BatchNorm folded) as three :class:`FusedConv`: the
     first two with their ReLU, the last with the residual sum and the final ReLU.
+
+    Without autograd the last convolution accumulates into the residual's buffer: the
+    downsample's output, or, in a block without one, the block's input, which in a ResNet is
+    the previous block's output and read by nothing else (do not call it on a tensor you keep).
     Shapes: (B, C, H, W) -> (B, C', H / stride, W / stride).
     """
 
@@ -121,7 +132,7 @@ class FusedBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.conv3(self.conv2(self.conv1(x)), identity)
+        return self.conv3(self.conv2(self.conv1(x)), identity, overwrite=True)
 
 
 def _merged_lora(layer: nn.Module) -> nn.Linear | None:
