@@ -23,6 +23,17 @@ def onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _runs_onednn(available: bool, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a fused oneDNN kernel serves this call: fp32 on the CPU, without autograd."""
+    return (
+        available
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_grad_enabled()
+    )
+
+
 class FastLinear(nn.Module):
     """``nn.Linear`` whose CPU fp32 forward without autograd runs oneDNN's matmul kernel.
 
@@ -47,14 +58,7 @@ class FastLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """gelu?(x W^T + b) [+ residual]; ``residual`` (..., out) is summed in the kernel (not with gelu)."""
-        if (
-            self.onednn
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and (residual is None or not self.gelu)
-        ):
+        if _runs_onednn(self.onednn, x, self.weight) and (residual is None or not self.gelu):
             if residual is not None:
                 return torch.ops.mkldnn._linear_pointwise(x, residual, self.weight, self.bias, "add")
             attr, algorithm = ("gelu", "none") if self.gelu else ("none", "")
@@ -91,13 +95,7 @@ class FusedConv(nn.Module):
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None, overwrite: bool = False
     ) -> torch.Tensor:
-        if (
-            self.onednn
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.is_grad_enabled()
-        ):
+        if _runs_onednn(self.onednn, x, self.weight):
             args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
             unary = "relu" if self.relu else None
             if residual is None:
