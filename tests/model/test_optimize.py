@@ -118,6 +118,20 @@ def test_fast_linear_gelu_and_residual_equal_the_unfused_steps():
             torch.testing.assert_close(FastLinear.from_linear(lin)(x, residual), y + residual, **TOL)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.trace.*:FutureWarning")
+def test_a_traced_optimized_model_records_plain_ops_with_the_same_outputs():
+    # An ONNX export (TorchScript tracing) must see ops that have an ONNX form, not oneDNN's.
+    model = optimize_for_inference(_trained_looking("tiny-test"))
+    g = torch.Generator().manual_seed(9)
+    images, patches = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 224, 224, generator=g)
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda i, p: model(i, p).detection_logits, (images, patches))
+        graph = str(traced.inlined_graph)
+        assert "aten::conv2d" in graph or "aten::_convolution" in graph
+        assert "mkldnn" not in graph
+        torch.testing.assert_close(traced(images, patches), model(images, patches).detection_logits, **TOL)
+
+
 def test_fold_batchnorm_counts_the_resnet_pairs():
     from gazeclip_cli.core.model.gaze_estimator import EthXGazeResNet50
 

@@ -24,13 +24,15 @@ def onednn_linear_available() -> bool:
 
 
 def _runs_onednn(available: bool, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a fused oneDNN kernel serves this call: fp32 on the CPU, without autograd."""
+    """Whether a fused oneDNN kernel serves this call: fp32 on the CPU, without autograd, and
+    not traced (an ONNX export records the plain ops, which have an ONNX form; these do not)."""
     return (
         available
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
     )
 
 
