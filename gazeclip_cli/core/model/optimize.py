@@ -1,7 +1,8 @@
 """The test path rewritten for inference: same outputs (to 1e-5), fewer wasted cycles on a CPU.
 
 :func:`optimize_for_inference` folds BatchNorm into convolutions, lays convolutions out
-channels-last, merges LoRA, and runs every Linear through oneDNN; the measurements behind
+channels-last, merges LoRA, runs every Linear through oneDNN, and runs ReLU, GELU and
+residual sums as oneDNN post-ops of the kernel before them; the measurements behind
 each step are in ``docs/PERFORMANCE.md`` ("Test-path forward"). Training never uses it.
 """
 
