@@ -63,6 +63,7 @@ def scan_command(
     ),
     frames_per_video: int = options.frames_option(),
     device: str = options.device_option(),
+    runtime: str = options.runtime_option(),
     engine: str = options.engine_option(),
     address: str | None = options.address_option(),
     actors: int = options.actors_option(),

@@ -6,12 +6,15 @@ by the one shared path. Why ONNX Runtime, and the figures: docs/DECISIONS.md, do
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -201,7 +204,9 @@ def export_model_folder(
     loaded = load_model_folder(folder, weights, "cpu", with_text=False)
     model = optimize_for_inference(loaded.model)
     images, patches = _check_inputs(model, CHECK_BATCH)
-    outputs = tuple(n for n in OUTPUTS if getattr(model(images, patches), n) is not None)
+    with torch.inference_mode():
+        want = model(images, patches)
+    outputs = tuple(n for n in OUTPUTS if getattr(want, n) is not None)
     inputs = ("images", "patches") if model.uses_gaze else ("images",)
     graph = _Graph(_exportable(model, images, patches), outputs).eval()
     onnx_path, record_path = export_files(folder, runtime)
@@ -209,16 +214,17 @@ def export_model_folder(
     args = (images, patches) if model.uses_gaze else (images,)
     try:
         try:
-            torch.onnx.export(
-                graph,
-                args,
-                str(fp32_tmp),
-                dynamo=False,
-                input_names=list(inputs),
-                output_names=list(outputs),
-                dynamic_axes={name: {0: "batch"} for name in (*inputs, *outputs)},
-                opset_version=OPSET,
-            )
+            with _quiet():
+                torch.onnx.export(
+                    graph,
+                    args,
+                    str(fp32_tmp),
+                    dynamo=False,
+                    input_names=list(inputs),
+                    output_names=list(outputs),
+                    dynamic_axes={name: {0: "batch"} for name in (*inputs, *outputs)},
+                    opset_version=OPSET,
+                )
         except Exception as exc:  # the exporter raises many types; the message says which operator
             raise ConfigError(
                 f"{folder}: architecture '{loaded.model.cfg.name}' does not export to ONNX "
@@ -230,16 +236,15 @@ def export_model_folder(
             int8_tmp = _atomic_path(onnx_path)
             # MatMul only: the transformers' 3-D linears and attention products; the convolutions,
             # the 2-D heads (Gemm) and the gaze regression stay fp32.
-            quantize_dynamic(
-                str(fp32_tmp), str(int8_tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
-            )
+            with _quiet():
+                quantize_dynamic(
+                    str(fp32_tmp), str(int8_tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+                )
             fp32_tmp.unlink()
             fp32_tmp = int8_tmp
         session = _session(ort, fp32_tmp, 1)
         feeds = {"images": images.numpy()} | ({"patches": patches.numpy()} if patches is not None else {})
         got = session.run(list(outputs), feeds)
-        with torch.inference_mode():
-            want = model(images, patches)
         diff = max(
             float((torch.from_numpy(g) - getattr(want, n)).abs().max())
             for g, n in zip(got, outputs, strict=True)
@@ -265,6 +270,18 @@ def export_model_folder(
     tmp.write_text(json.dumps(record.as_dict(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, record_path)
     return record
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's tracer warnings and the quantiser's root-logger advice say nothing to a user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def has_export(folder: str | os.PathLike[str], runtime: str) -> bool:

@@ -466,6 +466,7 @@ class Predictor:
         detector: FaceDetector | None = None,
     ) -> None:
         self.settings = settings or PredictorSettings()
+        self.runtime_asked = self.settings.runtime
         self.device = resolve_device(device)
         # Hash the weights file while the model is built: hashlib releases the GIL on large
         # reads, so on a multi-core machine the checksum costs no wall time; an unchanged file's
