@@ -234,12 +234,18 @@ def export_model_folder(
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             int8_tmp = _atomic_path(onnx_path)
-            # MatMul only: the transformers' 3-D linears and attention products; the convolutions,
-            # the 2-D heads (Gemm) and the gaze regression stay fp32.
-            with _quiet():
-                quantize_dynamic(
-                    str(fp32_tmp), str(int8_tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
-                )
+            try:
+                with _quiet():
+                    quantize_dynamic(
+                        str(fp32_tmp),
+                        str(int8_tmp),
+                        weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul"],
+                        nodes_to_quantize=_int8_nodes(fp32_tmp),
+                    )
+            except BaseException:
+                int8_tmp.unlink(missing_ok=True)
+                raise
             fp32_tmp.unlink()
             fp32_tmp = int8_tmp
         session = _session(ort, fp32_tmp, 1)
@@ -270,6 +276,26 @@ def export_model_folder(
     tmp.write_text(json.dumps(record.as_dict(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, record_path)
     return record
+
+
+INT8_KEPT_FP32 = ("expert", "fuse_", "gaze", "/pool")  # node-name parts of the matmuls left in fp32
+
+
+def _int8_nodes(path: Path) -> list[str]:
+    """The matmuls quantised to int8: the transformers' products (linears and attention).
+
+    The heads, the fusion projections, the gaze estimator's regression and adapter, and the
+    exact pooling stay fp32: their outputs are what a person reads (P(fake), gaze angles),
+    and the quantiser would otherwise rewrite every Gemm as an int8 MatMul too.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and not any(part in node.name for part in INT8_KEPT_FP32)
+    ]
 
 
 @contextlib.contextmanager
