@@ -184,3 +184,19 @@ def test_demo_small_export_is_within_tolerance(tmp_path):
         for a, b in zip(ref, got, strict=True):
             assert abs(a.p_fake - b.p_fake) <= tol
             assert np.abs(np.subtract(a.probabilities, b.probabilities)).max() <= tol
+
+
+def test_scan_provenance_names_the_runtime_and_a_resume_keeps_it(exported, tmp_path):
+    from gazeclip_cli.core.inference.scan import provenance_path, scan
+
+    folder, _ = exported
+    paths = aligned_images(tmp_path / "imgs", 3)
+    fast = Predictor(folder, settings=PredictorSettings(face_mode="aligned", runtime="onnx"))
+    out = tmp_path / "scan.jsonl"
+    summary = scan(fast, paths, out, workers=2)
+    assert summary.files_this_run == 3
+    settings = json.loads(provenance_path(out).read_text())["provenance"]["settings"]
+    assert settings["runtime"] == "onnx" and settings["runtime_export"]["runtime"] == "onnx"
+    torch_run = Predictor(folder, settings=PredictorSettings(face_mode="aligned", runtime="torch"))
+    with pytest.raises(ConfigError, match="runtime='onnx', resumed with runtime='torch'"):
+        scan(torch_run, paths, out, resume=True)
