@@ -9,7 +9,9 @@ at niceness 0) and then alternates ``--repeats`` times, in aligned mode (no MTCN
 1. the local engine with the CLI's defaults (the usable cores as worker threads, one
    intra-op thread each, the allocator tuned as the CLI tunes it);
 2. the Ray engine with one model worker (``--actors 1``);
-3. the Ray engine with two (``--actors 2``), each on one CPU: the same cores as the local engine.
+3. the Ray engine with two (``--actors 2``), each on one CPU: the same cores as the local engine;
+4. the local engine on one core (``workers=1``): with 3., how far two cores scale on this
+   machine at all, so "two workers / one worker" can be read against "two cores / one core".
 
 Each scan writes its own CSV. Times come from the scan's progress callback: the end-to-end
 rate (files / wall time of the scan call) and the steady rate (files written from the end of
@@ -118,7 +120,7 @@ def main() -> None:
 
     tune_for_tensors()  # as the CLI at start-up
     cores = usable_cores()
-    runs: dict[str, list[dict]] = {"local": [], "ray_1_worker": [], "ray_2_workers": []}
+    runs: dict[str, list[dict]] = {"local": [], "ray_1_worker": [], "ray_2_workers": [], "local_1_core": []}
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         tmp_path = Path(tmp)
         model = save_model_folder(
@@ -138,6 +140,7 @@ def main() -> None:
                     ("local", {}),
                     ("ray_1_worker", {"engine": RayScanEngine(RayOptions(actors=1))}),
                     ("ray_2_workers", {"engine": RayScanEngine(RayOptions(actors=2))}),
+                    ("local_1_core", {"workers": 1, "model_threads": 1}),
                 ):
                     result = timed_scan(
                         predictor, roots, tmp_path / f"{name}_{repeat}.csv", args.images, **options
@@ -176,6 +179,10 @@ def main() -> None:
         "ratios_steady": {
             "ray_2_workers / local": ratios("ray_2_workers", "local", "steady_files_per_s"),
             "ray_2_workers / ray_1_worker": ratios("ray_2_workers", "ray_1_worker", "steady_files_per_s"),
+            "ray_1_worker / local_1_core": ratios("ray_1_worker", "local_1_core", "steady_files_per_s"),
+            "local / local_1_core (the machine's two-core scaling)": ratios(
+                "local", "local_1_core", "steady_files_per_s"
+            ),
         },
         "ratios_end_to_end": {
             "ray_2_workers / local": ratios("ray_2_workers", "local", "files_per_s"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 import subprocess
 import sys
 
@@ -10,13 +13,18 @@ import pytest
 
 from gazeclip_cli.core.errors import ConfigError, DataError
 from gazeclip_cli.core.evaluate.metrics import (
+    AVERAGE_KEYS,
+    AVERAGED_METRICS,
     EvaluationReport,
+    GroupAverage,
+    RobustnessResult,
     SetPredictions,
     average_precision,
     closed_set_accuracy,
     detection_accuracy,
     equal_error_rate,
     evaluate_sets,
+    expert_of,
     open_set_accuracy,
     open_set_correct,
     oscr,
@@ -306,3 +314,232 @@ def test_importing_metrics_does_not_import_sklearn():
     code = "import sys, gazeclip_cli.core.evaluate.metrics; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- which expert gives which metric; one-expert reports (Fig. 9) ---------------------------
+
+
+def test_expert_of_every_averaged_metric():
+    attribution = {"open_set_acc", "closed_set_acc", "unknown_auroc", "oscr"}
+    for metric in AVERAGED_METRICS:
+        assert expert_of(metric) == ("attribution" if metric in attribution else "detection")
+    assert expert_of("detection_eer") == "detection" and expert_of("oscr") == "attribution"
+
+
+def _one_expert(sets, keep: str):
+    return {
+        name: SetPredictions(
+            p.attribution_probs if keep == "attribution" else None,
+            p.detection_probs if keep == "detection" else None,
+            p.dfa_labels,
+            p.dfd_labels,
+            p.video_ids,
+        )
+        for name, p in sets.items()
+    }
+
+
+@pytest.mark.parametrize("keep", ["attribution", "detection"])
+def test_one_expert_report_has_that_experts_numbers_and_none_else(hand_sets, keep):
+    both = evaluate_sets(hand_sets, pair_reals="FFHQ")
+    one = evaluate_sets(_one_expert(hand_sets, keep), pair_reals="FFHQ")
+    assert one.heads == (keep,)
+    for s_both, s_one in zip(both.sets, one.sets, strict=True):
+        for metric in AVERAGED_METRICS:
+            expected = getattr(s_both, metric) if expert_of(metric) == keep else None
+            assert getattr(s_one, metric) == expected, (s_one.name, metric)
+        assert s_one.paired_with == (s_both.paired_with if keep == "detection" else None)
+    assert (one.unknown_auroc, one.oscr) == (
+        (both.unknown_auroc, both.oscr) if keep == "attribution" else (None, None)
+    )
+    assert EvaluationReport.from_dict(one.to_dict()) == one
+
+
+# --- pooled open-set scores, averages and the report's JSON ---------------------------------
+
+
+def test_pooled_oscr_and_group_kinds(hand_sets):
+    report = evaluate_sets(hand_sets, pair_reals="FFHQ")
+    # Knowns .95+ .92+ .6+ .7-; unknowns .99 .95 .91 .7 .6 .5 .5 .4. (FPR, CCR) at each distinct
+    # score: (1/8, 0) (2/8, 1/4) (2/8, 1/2) (3/8, 1/2) (4/8, 1/2) (5/8, 3/4) (7/8, 3/4) (1, 3/4)
+    # -> trapezoids 1/64 + 4/64 + 4/64 + 5/64 + 12/64 + 6/64 = 1/2
+    assert report.oscr == pytest.approx(0.5)
+    assert (report.seen_average.kind, report.unseen_average.kind) == ("seen", "unseen")
+    seen_only = evaluate_sets({k: hand_sets[k] for k in ("CelebA-HQ", "GenA")})
+    assert seen_only.unseen_average is None
+    assert (seen_only.unknown_auroc, seen_only.oscr) == (None, None)
+
+
+def test_averages_names_every_defined_average(hand_sets):
+    report = evaluate_sets(hand_sets)  # unpaired: no set defines a detection AUC, EER, AP
+    averages = report.averages()
+    assert averages["seen_closed_set_acc"] == pytest.approx(0.75)
+    assert averages["unseen_open_set_acc"] == pytest.approx(1.75 / 3)
+    assert averages["unseen_oscr"] == pytest.approx(report.unseen_average.oscr)
+    expected = {
+        f"{group}_{metric}"
+        for group, average in (("seen", report.seen_average), ("unseen", report.unseen_average))
+        for metric in AVERAGED_METRICS
+        if getattr(average, metric) is not None
+    }
+    assert set(averages) == expected
+    assert "unseen_detection_auc" not in averages and "seen_unknown_auroc" not in averages
+    assert set(averages) <= set(AVERAGE_KEYS)
+    seen_only = evaluate_sets({k: hand_sets[k] for k in ("CelebA-HQ", "GenA")}).averages()
+    assert not any(key.startswith("unseen_") for key in seen_only)
+
+
+def test_report_dict_layout_and_older_reports(hand_sets):
+    data = evaluate_sets(hand_sets, pair_reals="FFHQ").to_dict()
+    assert data["heads"] == ["attribution", "detection"]
+    assert set(data["seen_average"]) == {f.name for f in dataclasses.fields(GroupAverage)}
+    assert data["seen_average"]["sets"] == ["CelebA-HQ", "GenA"]
+    assert json.loads(json.dumps(data)) == data
+    older = {k: v for k, v in data.items() if k != "heads"}  # written before Fig. 9: both experts
+    assert EvaluationReport.from_dict(older).heads == ("attribution", "detection")
+
+
+def test_report_and_robustness_read_errors_are_exact():
+    def exactly(message):
+        return f"^{re.escape(message)}$"
+
+    fmt = "format is None, expected 'gazeclip-evaluation/1'; write it again with gazeclip evaluate"
+    with pytest.raises(DataError, match=exactly(f"evaluation report: {fmt}")):
+        EvaluationReport.from_dict({"tau": 0.9})
+    with pytest.raises(DataError, match=exactly(f"evaluation report: {fmt}")):
+        EvaluationReport.from_dict([0.9])
+    with pytest.raises(DataError, match=exactly(f"r.json: {fmt}")):
+        EvaluationReport.from_dict({}, where="r.json")
+    with pytest.raises(
+        DataError, match=r"^evaluation report: malformed evaluation report \('sets'\); write it"
+    ):
+        EvaluationReport.from_dict({"format": "gazeclip-evaluation/1", "tau": 0.9})
+    fmt = "format is None, expected 'gazeclip-robustness/1'; write it again with gazeclip evaluate"
+    with pytest.raises(DataError, match=exactly(f"robustness result: {fmt}")):
+        RobustnessResult.from_dict({})
+    with pytest.raises(
+        DataError, match=r"^robustness result: malformed robustness result \('metric'\); write"
+    ):
+        RobustnessResult.from_dict({"format": "gazeclip-robustness/1"})
+    grid = {"format": "gazeclip-robustness/1", "metric": "m", "corruptions": ["a"], "severities": [0, 1]}
+    with pytest.raises(
+        DataError,
+        match=exactly(
+            "robustness result: values do not form a 1 x 2 grid (corruptions x severities); "
+            "write it again with gazeclip evaluate"
+        ),
+    ):
+        RobustnessResult.from_dict({**grid, "values": [[0.5]]})
+
+
+def test_unknown_set_name_in_a_report(hand_sets):
+    report = evaluate_sets(hand_sets)
+    with pytest.raises(
+        DataError, match=r"^evaluation report: no test set named 'GenX' \(did you mean 'GenA'\?\)$"
+    ):
+        report.set("GenX")
+
+
+def test_open_set_accuracy_uses_the_given_tau():
+    probs = np.array([[0.85, 0.15], [0.2, 0.8]])
+    labels = np.array([0, 1])
+    assert open_set_accuracy(probs, labels) == 0.0  # default tau 0.9: both unknown
+    assert open_set_accuracy(probs, labels, 0.8) == 1.0
+
+
+def test_eer_interpolates_between_two_inner_roc_points():
+    # Reals .1 .4 .6 .65, fakes .3 .5 .8. ROC (fpr, fnr): (0, 1) (0, 2/3) (1/4, 2/3) (1/2, 2/3)
+    # (1/2, 1/3) ...: FNR - FPR goes 1/6 -> -1/6 on the vertical segment at fpr 1/2, where
+    # FNR passes 1/2: EER 1/2 (not the neighbouring vertex's 1/4 or the segment's far end).
+    labels = np.array([0, 0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.4, 0.6, 0.65, 0.3, 0.5, 0.8])
+    assert equal_error_rate(labels, scores) == pytest.approx(0.5)
+    # Reals .1 .5, fakes .3 .7 .9: (0, 1) (0, 2/3) (0, 1/3) (1/2, 1/3) (1/2, 0): crossing at
+    # fpr 1/3 on the segment from (0, 1/3) to (1/2, 1/3): EER 1/3.
+    assert equal_error_rate(np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.5, 0.3, 0.7, 0.9])) == pytest.approx(
+        1 / 3
+    )
+
+
+def test_video_level_single_frame_videos_and_default_where():
+    means, labels = video_level(np.array([0.4, 0.8, 0.6]), np.array([1, 0, 0]), ["a", "b", "b"])
+    assert means.tolist() == pytest.approx([0.4, 0.7]) and labels.tolist() == [1, 0]
+    message = (
+        "test set: video 'a' has frames labelled both real and fake; give each video one detection label in "
+        "the manifest"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+        video_level(np.array([0.1, 0.9]), np.array([0, 1]), ["a", "a"])
+
+
+def test_paired_video_auc_joins_both_sets_videos():
+    # All-fake set: videos f1 (.9, .7 -> .8), f2 (.3 -> .3); real set: r1 (.2, .3 -> .25), r2 (.6 -> .6).
+    def det(p):
+        p = np.array(p)
+        return np.stack([1 - p, p], 1)
+
+    attr = np.tile([0.8, 0.1, 0.1], (3, 1))
+    sets = {
+        "Fake": SetPredictions(
+            attr, det([0.9, 0.7, 0.3]), np.full(3, -1), np.ones(3, int), ["f1", "f1", "f2"]
+        ),
+        "Real": SetPredictions(
+            attr, det([0.2, 0.3, 0.6]), np.full(3, -1), np.zeros(3, int), ["r1", "r1", "r2"]
+        ),
+    }
+    fake = evaluate_sets(sets, pair_reals="Real").set("Fake")
+    # video pairs (fake, real): (.8, .25) (.8, .6) (.3, .25) right, (.3, .6) wrong -> 3 / 4
+    assert fake.video_auc == pytest.approx(3 / 4)
+    assert fake.num_videos == 2 and fake.paired_with == "Real"
+
+
+# --- robustness: the seen group, missing groups, exact errors --------------------------------
+
+
+def test_robustness_of_a_seen_metric_and_of_a_missing_group(hand_sets):
+    clean = evaluate_sets(hand_sets, tau=0.9)
+    strict = evaluate_sets(hand_sets, tau=0.99)
+    result = robustness_from_reports(clean, {("jpeg", 1): strict}, metric="seen.open_set_acc")
+    # seen open-set ACC: CelebA-HQ 1/2 and GenA 1/2 at tau 0.9; none of their tops reaches 0.99
+    assert result.metric == "seen.open_set_acc"
+    assert result.values == ((0.5, 0.0),)
+    assert robustness_from_reports(clean, {("jpeg", 1): strict}).metric == "unseen.open_set_acc"
+    unseen_only = evaluate_sets({k: hand_sets[k] for k in ("FFHQ", "UnseenX")})
+    gap = robustness_from_reports(unseen_only, {("jpeg", 1): unseen_only}, metric="seen.closed_set_acc")
+    assert gap.values == ((None, None),)
+
+
+def test_robustness_errors_are_exact(hand_sets):
+    clean = evaluate_sets(hand_sets)
+
+    def exactly(message):
+        return f"^{re.escape(message)}$"
+
+    usage = f"use <unseen|seen>.<{'|'.join(AVERAGED_METRICS)}>"
+    with pytest.raises(ConfigError, match=exactly(f"unknown robustness metric 'banana'; {usage}")):
+        robustness_from_reports(clean, {("jpeg", 1): clean}, metric="banana")
+    with pytest.raises(
+        ConfigError,
+        match=exactly(
+            f"unknown robustness metric 'seen.closed_set_ac' (did you mean 'seen.closed_set_acc'?); {usage}"
+        ),
+    ):
+        robustness_from_reports(clean, {("jpeg", 1): clean}, metric="seen.closed_set_ac")
+    with pytest.raises(
+        DataError,
+        match=exactly("no corrupted evaluations to collect; give at least one corruption and severity"),
+    ):
+        robustness_from_reports(clean, {})
+    with pytest.raises(
+        DataError,
+        match=exactly("corruption 'jpeg' at severity 0: severities start at 1 (0 is the clean data)"),
+    ):
+        robustness_from_reports(clean, {("jpeg", 0): clean})
+    with pytest.raises(
+        DataError,
+        match=exactly(
+            "corruption 'resize' has severities [1] but others have [1, 2]; "
+            "evaluate every corruption at the same severities"
+        ),
+    ):
+        robustness_from_reports(clean, {("jpeg", 1): clean, ("jpeg", 2): clean, ("resize", 1): clean})

@@ -447,7 +447,6 @@ def _check_set(name: str, p: SetPredictions, tau: float) -> _Checked:
         raise DataError(f"{where}: neither attribution nor detection probabilities given")
     dfa = np.asarray(p.dfa_labels)
     dfd = np.asarray(p.dfd_labels)
-    n = dfa.shape[0] if dfa.ndim == 1 else -1
     attr = det = None
     given = []
     if p.attribution_probs is not None:
@@ -462,7 +461,7 @@ def _check_set(name: str, p: SetPredictions, tau: float) -> _Checked:
         det = np.asarray(p.detection_probs)
         if attr is None and (det.ndim != 2 or det.shape[0] == 0):
             raise DataError(f"{where}: detection_probs has shape {det.shape}; expected (N, 2) with N >= 1")
-        n = n if attr is not None else det.shape[0]
+        n = attr.shape[0] if attr is not None else det.shape[0]  # samples: the attribution's, if given
         if det.shape != (n, 2):
             raise DataError(f"{where}: detection_probs has shape {det.shape}; expected ({n}, 2)")
         given.append(("detection_probs", det))
