@@ -200,3 +200,14 @@ def test_scan_provenance_names_the_runtime_and_a_resume_keeps_it(exported, tmp_p
     torch_run = Predictor(folder, settings=PredictorSettings(face_mode="aligned", runtime="torch"))
     with pytest.raises(ConfigError, match="runtime='onnx', resumed with runtime='torch'"):
         scan(torch_run, paths, out, resume=True)
+
+
+def test_scan_command_takes_the_runtime(exported, tmp_path):
+    folder, _ = exported
+    paths = aligned_images(tmp_path / "imgs", 2)
+    out = tmp_path / "scan.jsonl"
+    args = ["scan", str(tmp_path / "imgs"), "--model", str(folder), "--aligned", "--out", str(out), "-q"]
+    result = runner.invoke(app, [*args, "--runtime", "onnx-int8"])
+    assert result.exit_code == 0, result.output
+    prov = json.loads((tmp_path / "scan.jsonl.provenance.json").read_text())["provenance"]
+    assert prov["settings"]["runtime"] == "onnx-int8" and len(paths) == 2
