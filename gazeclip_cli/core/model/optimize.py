@@ -1,11 +1,14 @@
 """The test path rewritten for inference: same outputs (to 1e-5), fewer wasted cycles on a CPU.
 
 :func:`optimize_for_inference` folds BatchNorm into convolutions, lays convolutions out
-channels-last, merges LoRA, and runs every Linear through oneDNN; the measurements behind
+channels-last, merges LoRA, runs every Linear through oneDNN, and runs ReLU, GELU and
+residual sums as oneDNN post-ops of the kernel before them; the measurements behind
 each step are in ``docs/PERFORMANCE.md`` ("Test-path forward"). Training never uses it.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,19 @@ def onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _runs_onednn(available: bool, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a fused oneDNN kernel serves this call: fp32 on the CPU, without autograd, and
+    not traced (an ONNX export records the plain ops, which have an ONNX form; these do not)."""
+    return (
+        available
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+    )
+
+
 class FastLinear(nn.Module):
     """``nn.Linear`` whose CPU fp32 forward without autograd runs oneDNN's matmul kernel.
 
@@ -30,8 +46,9 @@ class FastLinear(nn.Module):
     plain ``F.linear``. Shapes: (..., in) -> (..., out).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> None:
         super().__init__()
+        self.gelu = gelu  # exact (erf) GELU after the product, a oneDNN post-op
         # No copy: the weights stay where loading put them (a model folder's memory-mapped file).
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
@@ -42,16 +59,81 @@ class FastLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear) -> FastLinear:
         return cls(linear.weight, linear.bias)
 
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """gelu?(x W^T + b) [+ residual]; ``residual`` (..., out) is summed in the kernel (not with gelu)."""
+        if _runs_onednn(self.onednn, x, self.weight) and (residual is None or not self.gelu):
+            if residual is not None:
+                return torch.ops.mkldnn._linear_pointwise(x, residual, self.weight, self.bias, "add")
+            attr, algorithm = ("gelu", "none") if self.gelu else ("none", "")
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, attr, [], algorithm)
+        y = F.linear(x, self.weight, self.bias)
+        if self.gelu:
+            y = F.gelu(y)
+        return y if residual is None else y + residual
+
+
+class FusedConv(nn.Module):
+    """A ``Conv2d`` (BatchNorm already folded in) with its ReLU, and optionally a residual sum
+    before the ReLU, in one oneDNN kernel (a post-op), under the same conditions as :class:`FastLinear`.
+
+    ``relu=True``: relu(conv(x) [+ residual]); else conv(x) [+ residual]. ``overwrite=True``
+    writes the result into ``residual`` (no new output buffer) when its layout allows. With
+    autograd on, on other devices or dtypes it is ``F.conv2d`` then the same sum and ReLU.
+    Shapes: x (B, C, H, W), residual (B, C', H', W') like the output -> (B, C', H', W').
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("only zero-padded convolutions with explicit padding are fused")
+        self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), requires_grad=False)
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.relu = relu
+        self.onednn = torch.backends.mkldnn.is_available() and hasattr(
+            torch.ops.mkldnn, "_convolution_pointwise"
+        )
+
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, overwrite: bool = False
+    ) -> torch.Tensor:
+        if _runs_onednn(self.onednn, x, self.weight):
+            args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+            unary = "relu" if self.relu else None
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, *args, unary or "none", [], "")
+            cl = torch.channels_last
+            if overwrite and all(t.is_contiguous(memory_format=cl) for t in (x, self.weight, residual)):
+                # oneDNN's "sum" post-op accumulates into the residual's own buffer.
+                return torch.ops.mkldnn._convolution_pointwise_(residual, x, *args, "add", 1.0, unary, [], "")
+            return torch.ops.mkldnn._convolution_pointwise(x, residual, *args, "add", 1.0, unary, [], "")
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if self.relu else y
+
+
+class FusedBottleneck(nn.Module):
+    """torchvision's ResNet ``Bottleneck`` (BatchNorm folded) as three :class:`FusedConv`: the
+    first two with their ReLU, the last with the residual sum and the final ReLU.
+
+    Without autograd the last convolution accumulates into the residual's buffer: the
+    downsample's output, or, in a block without one, the block's input, which in a ResNet is
+    the previous block's output and read by nothing else (do not call it on a tensor you keep).
+    Shapes: (B, C, H, W) -> (B, C', H / stride, W / stride).
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = FusedConv(block.conv1, relu=True)
+        self.conv2 = FusedConv(block.conv2, relu=True)
+        self.conv3 = FusedConv(block.conv3, relu=True)
+        self.downsample = block.downsample
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            self.onednn
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.is_grad_enabled()
-        ):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.conv3(self.conv2(self.conv1(x)), identity, overwrite=True)
 
 
 def _merged_lora(layer: nn.Module) -> nn.Linear | None:
@@ -89,7 +171,7 @@ class EncoderBlock(nn.Module):
         self.norm1, self.norm2 = layer.norm1, layer.norm2
         self.qkv = FastLinear(attn.in_proj_weight, attn.in_proj_bias)
         self.out_proj = FastLinear(attn.out_proj.weight, attn.out_proj.bias)
-        self.linear1 = FastLinear.from_linear(layer.linear1)
+        self.linear1 = FastLinear(layer.linear1.weight, layer.linear1.bias, gelu=True)
         self.linear2 = FastLinear.from_linear(layer.linear2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +179,9 @@ class EncoderBlock(nn.Module):
         h = self.heads
         qkv = self.qkv(self.norm1(x)).view(b, n, 3, h, a // h).permute(2, 0, 3, 1, 4)  # (3, B, h, T, a/h)
         y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, h, T, a/h)
-        x = x + self.out_proj(y.transpose(1, 2).reshape(b, n, a))  # (B, h, T, a/h) -> (B, T, a)
-        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+        # The residual sums run inside the projections' kernels (a oneDNN post-op), as GELU does.
+        x = self.out_proj(y.transpose(1, 2).reshape(b, n, a), residual=x)  # (B, h, T, a/h) -> (B, T, a)
+        return self.linear2(self.linear1(self.norm2(x)), residual=x)
 
 
 def fold_batchnorm(module: nn.Module) -> int:
@@ -123,6 +206,54 @@ def fold_batchnorm(module: nn.Module) -> int:
             module._modules[bn_name] = nn.Identity()
             folded += 1
     return folded
+
+
+def fuse_conv_relu(module: nn.Module) -> int:
+    """After :func:`fold_batchnorm`, give every Conv2d its ReLU (and a bottleneck its residual
+    sum) as a oneDNN post-op, in place; returns how many convolutions were fused.
+
+    Fused: a Conv2d then (past folded-away Identity layers) a ReLU in an ``nn.Sequential``;
+    torchvision's ``Bottleneck`` (:class:`FusedBottleneck`); the stem of a ResNet-layout
+    module (``conv1``, ``bn1`` folded, ``relu``, ``maxpool``, ``layer1``: torchvision's ResNet
+    and the L2CS trunk, whose forward applies ``relu`` to ``conv1`` alone).
+    """
+    resnet = sys.modules.get("torchvision.models.resnet")  # loaded whenever a model holds its blocks
+    fused = 0
+    for name, child in list(module.named_children()):
+        if resnet is not None and isinstance(child, resnet.Bottleneck) and _folded(child, 3):
+            module._modules[name] = FusedBottleneck(child)
+            fused += 3
+        else:
+            fused += fuse_conv_relu(child)
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        for i, name in enumerate(names):
+            conv = module._modules[name]
+            if type(conv) is not nn.Conv2d:
+                continue
+            j = i + 1
+            while j < len(names) and isinstance(module._modules[names[j]], nn.Identity):
+                j += 1
+            if j < len(names) and isinstance(module._modules[names[j]], nn.ReLU):
+                module._modules[name] = FusedConv(conv, relu=True)
+                module._modules[names[j]] = nn.Identity()
+                fused += 1
+    stem = ("conv1", "bn1", "relu", "maxpool", "layer1")
+    if all(n in module._modules for n in stem) and type(module._modules["conv1"]) is nn.Conv2d:
+        if isinstance(module._modules["bn1"], nn.Identity) and isinstance(module._modules["relu"], nn.ReLU):
+            module._modules["conv1"] = FusedConv(module._modules["conv1"], relu=True)
+            module._modules["relu"] = nn.Identity()
+            fused += 1
+    return fused
+
+
+def _folded(block: nn.Module, convs: int) -> bool:
+    """Whether a ResNet block's ``conv1..conv{convs}`` are plain Conv2d with their BatchNorm folded away."""
+    return all(
+        type(block._modules.get(f"conv{k}")) is nn.Conv2d
+        and isinstance(block._modules.get(f"bn{k}"), nn.Identity)
+        for k in range(1, convs + 1)
+    )
 
 
 def fast_linears(module: nn.Module) -> int:
@@ -169,9 +300,11 @@ def optimize_for_inference(model: Detector) -> Detector:
     if model.gaze_encoder is not None:
         fold_batchnorm(model.gaze_encoder.estimator)
         model.gaze_encoder.estimator.to(memory_format=torch.channels_last)
+        fuse_conv_relu(model.gaze_encoder.estimator)
     if model.agpm is not None:
         fold_batchnorm(model.agpm.encoder)
         model.agpm.encoder.to(memory_format=torch.channels_last)
+        fuse_conv_relu(model.agpm.encoder)
         fast_encoders(model.agpm)
     fast_linears(model)
     return model
