@@ -27,7 +27,7 @@ from gazeclip_cli.core.errors import ConfigError, ModelFolderError
 from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.detector import Detector, DetectorOutput
 from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256, read_meta
-from gazeclip_cli.core.model.optimize import FastLinear, optimize_for_inference
+from gazeclip_cli.core.model.optimize import optimize_for_inference
 from gazeclip_cli.core.weights.checksums import cached_sha256
 
 TORCH = "torch"  # the model as loaded and rewritten by optimize_for_inference (fp32)
@@ -132,13 +132,10 @@ class _Graph(nn.Module):
 def _exportable(model: Detector, images: torch.Tensor, patches: torch.Tensor | None) -> Detector:
     """A copy of the inference model the TorchScript exporter can trace, with the same outputs.
 
-    oneDNN's linear kernel has no ONNX form (plain ``F.linear`` is the same product); adaptive
-    pools whose output size does not divide their input become :class:`MatrixAdaptivePool`.
+    Adaptive pools whose output size does not divide their input become :class:`MatrixAdaptivePool`
+    (the inference rewrite's oneDNN kernels give way to their plain ops by themselves when traced).
     """
     graph = copy.deepcopy(model)
-    for module in graph.modules():
-        if isinstance(module, FastLinear):
-            module.onednn = False
     sizes: dict[str, int] = {}
     hooks = [
         m.register_forward_hook(lambda mod, args, out, name=name: sizes.__setitem__(name, args[0].shape[-1]))
