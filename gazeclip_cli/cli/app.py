@@ -104,6 +104,7 @@ COMMAND_MODULES: list[str] = [
     "attribute",
     "scan",
     "demo",
+    "export",
     "models",
     "model_info",
     "weights",

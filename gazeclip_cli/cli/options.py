@@ -1,7 +1,7 @@
 """Options that several commands share, defined once so that every command speaks one dialect.
 
 ``--device`` (default ``auto``), ``--format table|json``, ``--model DIR`` (``$GAZECLIP_MODEL``),
-``--frames-per-video N``, ``--quiet`` and the engine options of ``scan`` and ``preprocess``
+``--frames-per-video N``, ``--runtime``, ``--quiet`` and the engine options of ``scan`` and ``preprocess``
 (``--engine local|ray`` and the Ray cluster's sizes, docs/SCALE-OUT.md); each command takes them from here.
 """
 
@@ -71,6 +71,27 @@ def frames_option() -> Any:
         metavar="N",
         min=1,
         help="Frames taken from each video: the centres of N equal parts.",
+    )
+
+
+RUNTIME_HELP = (
+    "What runs the network: auto (the folder's ONNX export on the CPU when it has one, else torch), "
+    "torch, onnx or onnx-int8 (made once by `gazeclip export`; docs/INFERENCE.md)."
+)
+
+
+def _check_runtime(value: str) -> str:
+    from gazeclip_cli.core.inference.fast_cpu import RUNTIMES
+
+    if value not in RUNTIMES:
+        raise typer.BadParameter(f"'{value}': use {', '.join(RUNTIMES)}")
+    return value
+
+
+def runtime_option() -> Any:
+    """``--runtime auto|torch|onnx|onnx-int8``: what runs the forward (faces are prepared alike)."""
+    return typer.Option(
+        "auto", "--runtime", metavar="auto|torch|onnx|onnx-int8", callback=_check_runtime, help=RUNTIME_HELP
     )
 
 

@@ -47,6 +47,7 @@ def attribute_command(
         help="Also write a self-contained HTML report (image, Grad-CAM heatmap, provenance).",
     ),
     device: str = options.device_option(),
+    runtime: str = options.runtime_option(),
 ) -> None:
     """Attribute photos: real or fake, which generator (or unknown), gaze and face box per face."""
     if html_report is not None and not html_report.parent.is_dir():
@@ -66,6 +67,7 @@ def attribute_command(
         threshold=threshold,
         faces="all" if all_faces else None,  # None: the model folder's face policy
         face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
+        runtime=runtime,
     )
     # Everything cheap first, so that a typo fails at once rather than after the model loads.
     resolve_device(device)

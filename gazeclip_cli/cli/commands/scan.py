@@ -63,6 +63,7 @@ def scan_command(
     ),
     frames_per_video: int = options.frames_option(),
     device: str = options.device_option(),
+    runtime: str = options.runtime_option(),
     engine: str = options.engine_option(),
     address: str | None = options.address_option(),
     actors: int = options.actors_option(),
@@ -91,6 +92,7 @@ def scan_command(
         face_mode="aligned" if aligned else None,  # None: as the model folder's training cache
         batch_size=batch_size,
         video_frames=frames_per_video,
+        runtime=runtime,
     )
     # Everything cheap first, so that a mistake fails at once rather than after the model loads.
     if ray is None:

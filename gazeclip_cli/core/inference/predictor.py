@@ -53,6 +53,13 @@ from gazeclip_cli.core.data.images import (
 )
 from gazeclip_cli.core.devices import resolve_device
 from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
+from gazeclip_cli.core.inference.fast_cpu import (
+    AUTO,
+    ExportRecord,
+    OnnxForward,
+    check_runtime,
+    resolve_runtime,
+)
 from gazeclip_cli.core.inference.gradcam import GradCam, grad_cam
 from gazeclip_cli.core.inference.provenance import (
     ModelProvenance,
@@ -63,7 +70,7 @@ from gazeclip_cli.core.inference.provenance import (
     sha256_of_file,
 )
 from gazeclip_cli.core.model.builder import WeightSources
-from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder
+from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256
 from gazeclip_cli.core.model.optimize import optimize_for_inference
 from gazeclip_cli.core.weights.checksums import cached_sha256
 
@@ -93,8 +100,10 @@ class PredictorSettings:
     batch_size: int = 16  # faces per forward pass
     video_frames: int = DEFAULT_FRAMES_PER_VIDEO  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
+    runtime: str = AUTO  # what runs the forward: torch, onnx, onnx-int8 or auto (core/inference/fast_cpu.py)
 
     def __post_init__(self) -> None:
+        check_runtime(self.runtime)
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"threshold {self.threshold}: must be in (0, 1] (the paper uses 0.9)")
         if self.faces is not None and self.faces not in FACE_POLICIES:
@@ -457,6 +466,7 @@ class Predictor:
         detector: FaceDetector | None = None,
     ) -> None:
         self.settings = settings or PredictorSettings()
+        self.runtime_asked = self.settings.runtime
         self.device = resolve_device(device)
         # Hash the weights file while the model is built: hashlib releases the GIL on large
         # reads, so on a multi-core machine the checksum costs no wall time; an unchanged file's
@@ -478,6 +488,16 @@ class Predictor:
         # Folded BatchNorm, channels-last convolutions, oneDNN linears: the same outputs (to 1e-5),
         # about 1.9x faster on a CPU (core/model/optimize.py, docs/PERFORMANCE.md).
         self.model = optimize_for_inference(folder.model)
+        # The forward alone may run elsewhere (an ONNX export, the fast CPU mode); faces are
+        # prepared by the same stage 1 whatever runs it.
+        self.runtime, self.export = resolve_runtime(
+            self.settings.runtime,
+            self.device,
+            folder.path,
+            weights_sha,
+            model_folder_sha256(folder.path, folder.meta, weights_sha),
+        )
+        self.forward = self.model if self.export is None else OnnxForward(folder.path, self.export)
         self.class_names = folder.class_names
         self.real_classes = {i for i, c in enumerate(self.model.cfg.classes) if c.forgery_type == "Real"}
         self.image_size = self.model.cfg.image_size
@@ -495,6 +515,7 @@ class Predictor:
             self.settings,
             faces=self.preparation.face_policy,
             face_mode="aligned" if self.preparation.aligned else "detect",
+            runtime=self.runtime,
         )
         self.detector = None
         if not self.preparation.aligned:
@@ -517,6 +538,7 @@ class Predictor:
             **self.settings.as_dict(),
             "preprocessing": self.preparation.record(),
             "preprocessing_from": self.preparation_source,
+            "runtime_export": None if self.export is None else _export_provenance(self.export),
         }
         return build_provenance(self.model_provenance, str(self.device), settings, extra)
 
@@ -546,7 +568,7 @@ class Predictor:
         for start in range(0, len(faces), bs):
             chunk = faces[start : start + bs]
             images, patches = self.input_tensors(chunk)
-            out = self.model(images, patches)
+            out = self.forward(images, patches)
             p_att = p_det = None
             if out.attribution_logits is not None:
                 p_att = torch.softmax(out.attribution_logits.float(), dim=-1).cpu().numpy()  # (B, x)
@@ -657,6 +679,12 @@ class Predictor:
         """Both stages for one file."""
         prepared = self.prepare(path)
         return self.result(prepared, self.predict_faces(prepared.faces) if prepared.faces else [])
+
+
+def _export_provenance(record: ExportRecord) -> dict[str, Any]:
+    """What a run's provenance says about the export that ran its forward."""
+    keys = ("runtime", "onnx_sha256", "weights_sha256", "onnxruntime_version", "torch_version", "created")
+    return {k: getattr(record, k) for k in keys}
 
 
 def camera_gaze(pitch: float, yaw: float, rotation: np.ndarray | None) -> tuple[float, float]:

@@ -535,7 +535,7 @@ def provenance_path(out: str | os.PathLike[str]) -> Path:
 
 # Settings that change rows: a resumed scan must use the same ones (the batch size too: the
 # network's float sums depend on the batch shape, so another size moves scores in the 6th decimal).
-_RESUME_KEYS = ("threshold", "faces", "face_mode", "video_frames", "top_k", "batch_size")
+_RESUME_KEYS = ("threshold", "faces", "face_mode", "video_frames", "top_k", "batch_size", "runtime")
 KILLED = "killed: the run recorded no end (found when the scan was resumed); last write to the output at"
 
 
@@ -568,9 +568,11 @@ def _start_provenance(
                 "same --model, or choose another --out"
             )
         now = predictor.settings.as_dict()
-        changed = [k for k in _RESUME_KEYS if first.get("settings", {}).get(k) != now[k]]
+        # Scans started before the runtime was recorded ran torch.
+        then = {"runtime": "torch", **first.get("settings", {})}
+        changed = [k for k in _RESUME_KEYS if then.get(k) != now[k]]
         if changed:
-            was = ", ".join(f"{k}={first['settings'].get(k)!r}" for k in changed)
+            was = ", ".join(f"{k}={then.get(k)!r}" for k in changed)
             asked = ", ".join(f"{k}={now[k]!r}" for k in changed)
             raise ConfigError(
                 f"{out}: was started with {was}, resumed with {asked}; resume with the same settings, "

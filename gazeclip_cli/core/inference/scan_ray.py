@@ -13,7 +13,7 @@ import os
 import pickle
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -183,7 +183,11 @@ def _model_spec(predictor: Predictor, plan: WorkerPlan) -> _ModelSpec:
     files = predictor.folder.model.pretrained_files
     return _ModelSpec(
         model_dir=os.path.abspath(predictor.folder.path),
-        settings=predictor.settings,
+        # CPU workers run the runtime the driver resolved (its export checked there); GPU workers
+        # resolve what was asked on their own device (auto: torch).
+        settings=predictor.settings
+        if plan.device == "cpu"
+        else replace(predictor.settings, runtime=predictor.runtime_asked),
         weight_files={name: os.path.abspath(path) for name, path in files.items()},
         weights_sha256=predictor.model_provenance.weights_sha256,
         device=plan.device,

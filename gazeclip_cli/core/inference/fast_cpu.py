@@ -1,0 +1,400 @@
+"""The fast CPU runtime: a model folder's test-path forward exported once to ONNX, run by ONNX Runtime.
+
+Only the forward (images, gaze patches -> logits, gaze) is replaced; faces are found and prepared
+by the one shared path. Why ONNX Runtime, and the figures: docs/DECISIONS.md, docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gazeclip_cli import __version__
+from gazeclip_cli.core.errors import ConfigError, ModelFolderError
+from gazeclip_cli.core.model.builder import WeightSources
+from gazeclip_cli.core.model.detector import Detector, DetectorOutput
+from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256, read_meta
+from gazeclip_cli.core.model.optimize import optimize_for_inference
+from gazeclip_cli.core.weights.checksums import cached_sha256
+
+TORCH = "torch"  # the model as loaded and rewritten by optimize_for_inference (fp32)
+ONNX = "onnx"  # the same graph in fp32, run by ONNX Runtime: the fast CPU mode
+ONNX_INT8 = "onnx-int8"  # ONNX with the transformers' 3-D matmuls quantised to int8 (dynamic)
+AUTO = "auto"  # ONNX when the folder has a current export and the device is the CPU, else torch
+EXPORT_RUNTIMES = (ONNX, ONNX_INT8)
+RUNTIMES = (AUTO, TORCH, *EXPORT_RUNTIMES)
+OPSET = 17
+OUTPUTS = ("attribution_logits", "detection_logits", "visual_features", "gaze")
+CHECK_BATCH = 3  # faces of the export's own check (torch against ONNX Runtime); not the export's batch
+
+
+def export_files(folder: str | os.PathLike[str], runtime: str) -> tuple[Path, Path]:
+    """The graph and its provenance record of one runtime's export inside a model folder."""
+    folder = Path(folder)
+    return folder / f"{runtime}.onnx", folder / f"{runtime}.export.json"
+
+
+def export_command(folder: str | os.PathLike[str], runtime: str) -> str:
+    """The command that (re)writes a folder's export, for error messages."""
+    return f"gazeclip export {folder}" + ("" if runtime == ONNX else f" --runtime {runtime}")
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What an export was made from and with (``<runtime>.export.json``)."""
+
+    runtime: str
+    weights_sha256: str  # of weights.safetensors when exported: a later change makes the export stale
+    model_sha256: str  # model_folder_sha256: config, weights and the named weight files
+    onnx_sha256: str  # of the graph file
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]  # the DetectorOutput fields the graph returns, in order
+    opset: int
+    onnxruntime_version: str
+    torch_version: str
+    tool_version: str
+    created: str
+    check_max_abs_diff: (
+        float  # largest |output difference| against the torch forward on CHECK_BATCH random faces
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportRecord:
+        data = dict(data)
+        data["inputs"], data["outputs"] = tuple(data["inputs"]), tuple(data["outputs"])
+        return cls(**data)
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(
+            "the ONNX runtimes need onnxruntime, which is not installed: pip install onnxruntime"
+        ) from None
+    return onnxruntime
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime '{runtime}': use one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
+class MatrixAdaptivePool(nn.Module):
+    """``AdaptiveAvgPool2d`` from a known input size as two matrix products (exact to float rounding).
+
+    The ONNX exporter has no adaptive pooling whose output size does not divide the input size
+    (the AGPM pools 8 x 8 to 7 x 7 at 256); the same averages, as torch computes them
+    (window ``[floor(i n / m), ceil((i + 1) n / m))``), are ``P_h X P_w^T``. (B, C, n, n) -> (B, C, m, m).
+    """
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        pool = torch.zeros(n_out, n_in)
+        for i in range(n_out):
+            start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+            pool[i, start:end] = 1.0 / (end - start)
+        self.register_buffer("pool", pool, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.matmul(self.pool, x), self.pool.t())
+
+
+class _Graph(nn.Module):
+    """The test path as the exporter traces it: (images, patches) -> the outputs a model has."""
+
+    def __init__(self, model: Detector, outputs: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.outputs = model, outputs
+
+    def forward(self, images: torch.Tensor, patches: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        out = self.model(images, patches)
+        return tuple(getattr(out, name) for name in self.outputs)
+
+
+def _exportable(model: Detector, images: torch.Tensor, patches: torch.Tensor | None) -> Detector:
+    """A copy of the inference model the TorchScript exporter can trace, with the same outputs.
+
+    Adaptive pools whose output size does not divide their input become :class:`MatrixAdaptivePool`
+    (the inference rewrite's oneDNN kernels give way to their plain ops by themselves when traced).
+    """
+    graph = copy.deepcopy(model)
+    sizes: dict[str, int] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, name=name: sizes.__setitem__(name, args[0].shape[-1]))
+        for name, m in graph.named_modules()
+        if isinstance(m, nn.AdaptiveAvgPool2d)
+    ]
+    with torch.no_grad():
+        graph(images, patches)
+    for hook in hooks:
+        hook.remove()
+    for name, n_in in sizes.items():
+        parent_name, _, child = name.rpartition(".")
+        pool = graph.get_submodule(name)
+        size = pool.output_size
+        n_out = size if isinstance(size, int) else size[0]
+        square = isinstance(size, int) or size[0] == size[1]
+        if square and n_out is not None and n_in % n_out:
+            setattr(
+                graph.get_submodule(parent_name) if parent_name else graph,
+                child,
+                MatrixAdaptivePool(n_in, n_out),
+            )
+    return graph
+
+
+def _check_inputs(model: Detector, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    generator = torch.Generator().manual_seed(0)
+    size = model.cfg.image_size  # type: ignore[attr-defined]
+    images = torch.rand(batch, 3, size, size, generator=generator)
+    patches = torch.rand(batch, 3, 224, 224, generator=generator) if model.uses_gaze else None
+    return images, patches
+
+
+def _atomic_path(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def export_model_folder(
+    model_dir: str | os.PathLike[str], runtime: str = ONNX, weights: WeightSources | None = None
+) -> ExportRecord:
+    """Convert a model folder's test path once for ``runtime`` and write it, with its record, into the folder.
+
+    The graph is checked against the torch forward on random inputs before it is kept.
+
+    Raises:
+        ModelFolderError: the folder cannot be loaded, or its weights differ from meta.json's record.
+        ConfigError: an unknown runtime, onnxruntime missing, or the architecture does not export.
+    """
+    if runtime not in EXPORT_RUNTIMES:
+        raise ConfigError(f"runtime '{runtime}': exports are made for {' or '.join(EXPORT_RUNTIMES)}")
+    ort = _onnxruntime()
+    folder = Path(model_dir)
+    meta = read_meta(folder)
+    weights_sha = cached_sha256(folder / WEIGHTS_FILE)
+    recorded = str(meta.get("weights_sha256", ""))
+    if recorded and recorded != weights_sha:
+        raise ModelFolderError(
+            f"{folder / WEIGHTS_FILE}: SHA-256 differs from the one meta.json recorded; "
+            "the weights were changed after the folder was written, restore the original folder"
+        )
+    loaded = load_model_folder(folder, weights, "cpu", with_text=False)
+    model = optimize_for_inference(loaded.model)
+    images, patches = _check_inputs(model, CHECK_BATCH)
+    with torch.inference_mode():
+        want = model(images, patches)
+    outputs = tuple(n for n in OUTPUTS if getattr(want, n) is not None)
+    inputs = ("images", "patches") if model.uses_gaze else ("images",)
+    graph = _Graph(_exportable(model, images, patches), outputs).eval()
+    onnx_path, record_path = export_files(folder, runtime)
+    fp32_tmp = _atomic_path(onnx_path)
+    args = (images, patches) if model.uses_gaze else (images,)
+    try:
+        try:
+            with _quiet():
+                torch.onnx.export(
+                    graph,
+                    args,
+                    str(fp32_tmp),
+                    dynamo=False,
+                    input_names=list(inputs),
+                    output_names=list(outputs),
+                    dynamic_axes={name: {0: "batch"} for name in (*inputs, *outputs)},
+                    opset_version=OPSET,
+                )
+        except Exception as exc:  # the exporter raises many types; the message says which operator
+            raise ConfigError(
+                f"{folder}: architecture '{loaded.model.cfg.name}' does not export to ONNX "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from None
+        if runtime == ONNX_INT8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            int8_tmp = _atomic_path(onnx_path)
+            try:
+                with _quiet():
+                    quantize_dynamic(
+                        str(fp32_tmp),
+                        str(int8_tmp),
+                        weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul"],
+                        nodes_to_quantize=_int8_nodes(fp32_tmp),
+                    )
+            except BaseException:
+                int8_tmp.unlink(missing_ok=True)
+                raise
+            fp32_tmp.unlink()
+            fp32_tmp = int8_tmp
+        session = _session(ort, fp32_tmp, 1)
+        feeds = {"images": images.numpy()} | ({"patches": patches.numpy()} if patches is not None else {})
+        got = session.run(list(outputs), feeds)
+        diff = max(
+            float((torch.from_numpy(g) - getattr(want, n)).abs().max())
+            for g, n in zip(got, outputs, strict=True)
+        )
+        os.replace(fp32_tmp, onnx_path)
+    finally:
+        fp32_tmp.unlink(missing_ok=True)
+    record = ExportRecord(
+        runtime=runtime,
+        weights_sha256=weights_sha,
+        model_sha256=model_folder_sha256(folder, meta, weights_sha),
+        onnx_sha256=cached_sha256(onnx_path),
+        inputs=inputs,
+        outputs=outputs,
+        opset=OPSET,
+        onnxruntime_version=ort.__version__,
+        torch_version=torch.__version__,
+        tool_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        check_max_abs_diff=diff,
+    )
+    tmp = _atomic_path(record_path)
+    tmp.write_text(json.dumps(record.as_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, record_path)
+    return record
+
+
+INT8_KEPT_FP32 = ("expert", "fuse_", "gaze", "/pool")  # node-name parts of the matmuls left in fp32
+
+
+def _int8_nodes(path: Path) -> list[str]:
+    """The matmuls quantised to int8: the transformers' products (linears and attention).
+
+    The heads, the fusion projections, the gaze estimator's regression and adapter, and the
+    exact pooling stay fp32: their outputs are what a person reads (P(fake), gaze angles),
+    and the quantiser would otherwise rewrite every Gemm as an int8 MatMul too.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and not any(part in node.name for part in INT8_KEPT_FP32)
+    ]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's tracer warnings and the quantiser's root-logger advice say nothing to a user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def has_export(folder: str | os.PathLike[str], runtime: str) -> bool:
+    """Whether a folder holds an export for ``runtime`` (current or not)."""
+    return export_files(folder, runtime)[1].is_file()
+
+
+def read_export(
+    folder: str | os.PathLike[str], runtime: str, weights_sha256: str, model_sha256: str
+) -> ExportRecord:
+    """A folder's export for ``runtime``, checked against the folder as it is now.
+
+    Raises:
+        ModelFolderError: the export is missing, unreadable, or stale (the weights, config or
+            graph changed since it was written); the message says what to run.
+    """
+    onnx_path, record_path = export_files(folder, runtime)
+    again = f"run `{export_command(folder, runtime)}`"
+    if not record_path.is_file() or not onnx_path.is_file():
+        raise ModelFolderError(f"{folder}: no {runtime} export (runtime '{runtime}' runs one); {again} once")
+    try:
+        record = ExportRecord.from_dict(json.loads(record_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelFolderError(f"{record_path}: unreadable export record ({exc}); {again}") from None
+    if record.weights_sha256 != weights_sha256 or record.model_sha256 != model_sha256:
+        raise ModelFolderError(
+            f"{onnx_path}: stale export, the model folder changed since it was exported "
+            f"(weights SHA-256 then {record.weights_sha256[:12]}..., now {weights_sha256[:12]}...); {again}"
+        )
+    if cached_sha256(onnx_path) != record.onnx_sha256:
+        raise ModelFolderError(f"{onnx_path}: SHA-256 differs from its export record (edited?); {again}")
+    return record
+
+
+def _session(ort: Any, path: Path, threads: int) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxForward:
+    """The exported forward, called like the model: (images, patches) -> :class:`DetectorOutput`.
+
+    A session per intra-op thread count, that of the calling thread (``torch.get_num_threads``),
+    so a scan's workers each get the budget they set, as with the torch model.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], record: ExportRecord) -> None:
+        self.ort = _onnxruntime()
+        self.path = export_files(folder, record.runtime)[0]
+        self.record = record
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def session(self, threads: int) -> Any:
+        with self._lock:
+            if threads not in self._sessions:
+                self._sessions[threads] = _session(self.ort, self.path, threads)
+            return self._sessions[threads]
+
+    def __call__(self, images: torch.Tensor, patches: torch.Tensor | None = None) -> DetectorOutput:
+        feeds = {"images": images.numpy()}
+        if "patches" in self.record.inputs:
+            feeds["patches"] = patches.numpy()  # type: ignore[union-attr]
+        got = self.session(torch.get_num_threads()).run(list(self.record.outputs), feeds)
+        values: dict[str, Any] = dict.fromkeys(OUTPUTS)
+        values.update({n: torch.from_numpy(g) for n, g in zip(self.record.outputs, got, strict=True)})
+        return DetectorOutput(**values)
+
+
+def resolve_runtime(
+    asked: str, device: torch.device, folder: str | os.PathLike[str], weights_sha256: str, model_sha256: str
+) -> tuple[str, ExportRecord | None]:
+    """The runtime a run uses and its export's record (None for torch).
+
+    ``auto`` is the ONNX export on the CPU when the folder has one, else torch: a folder is
+    converted once by ``gazeclip export``, never on every run.
+
+    Raises:
+        ConfigError: an unknown runtime, or an ONNX runtime asked for another device than the CPU.
+        ModelFolderError: the export asked for (or found by auto) is missing or stale.
+    """
+    check_runtime(asked)
+    if asked == TORCH or (asked == AUTO and (device.type != "cpu" or not has_export(folder, ONNX))):
+        return TORCH, None
+    if device.type != "cpu":
+        raise ConfigError(
+            f"runtime '{asked}' runs on the CPU only; with --device {device} use --runtime torch"
+        )
+    runtime = ONNX if asked == AUTO else asked
+    return runtime, read_export(folder, runtime, weights_sha256, model_sha256)
