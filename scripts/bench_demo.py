@@ -2,6 +2,7 @@
 
     python scripts/bench_demo.py --seeds 0 1 2 --threads 1 2 --jobs 2 [--quick] [--out DIR]
     python scripts/bench_demo.py --compare DIR_A DIR_B       # two demo output folders, stage by stage
+    python scripts/bench_demo.py --collect DIR [DIR ...]     # the table of demo output folders made before
     python scripts/bench_demo.py --divergence [--renders 64 --steps 40]
 
 Grid: ``gazeclip demo --seed S --threads T`` in subprocesses (at most ``--jobs`` at once),
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("seen_closed_set_acc", "seen_detection_auc", "unseen_rejected_as_unknown")
+FIGURES = ("seen_closed_set_acc", "seen_open_set_acc", "seen_detection_auc", "unseen_rejected_as_unknown")
 
 
 def _env() -> dict[str, str]:
@@ -78,12 +79,49 @@ def grid(args: argparse.Namespace) -> None:
         )
         done.append(data)
         _print_run(data)
+    _print_table(done)
+    _print_spread(done)
+    print(f"outputs in {out}")
+
+
+def collect(folders: list[Path]) -> None:
+    """The table and spread of finished demo outputs; wall and CPU are the demo's own clocks."""
+    done = []
+    for folder in folders:
+        data = json.loads((folder / "headline.json").read_text())
+        data.update(wall=sum(data["seconds"].values()), cpu=sum(data["cpu_seconds"].values()), load=None)
+        done.append(data)
+    _print_table(done)
+    _print_spread(done)
+
+
+def _print_spread(done: list[dict]) -> None:
     if len(done) > 1:
         print("\nspread over all runs (largest - smallest):")
         for k in FIGURES:
             values = [d["headline"][k] for d in done]
             print(f"  {k}: {min(values):.3f} .. {max(values):.3f} (spread {max(values) - min(values):.3f})")
-    print(f"outputs in {out}")
+
+
+def _print_table(done: list[dict]) -> None:
+    """Every run as one Markdown row: the headline, the lowest seen class, wall and CPU seconds, load."""
+    print(
+        "\n| seed, threads | "
+        + " | ".join(FIGURES)
+        + " | lowest seen class (closed-set ACC) | wall s | CPU s | load |"
+    )
+    print("| --- " * (len(FIGURES) + 5) + "|")
+    for d in sorted(done, key=lambda d: (d["seed"], d["threads"])):
+        low = min(d["per_class"], key=lambda c: c["closed_set_acc"])
+        figures = " | ".join(f"{d['headline'][k]:.3f}" for k in FIGURES)
+        print(
+            f"| {d['seed']}, {d['threads']} | {figures} | {low['name']} {low['closed_set_acc']:.3f} | "
+            f"{d['wall']:.0f} | {d['cpu']:.0f} | {_load(d['load'])} |"
+        )
+
+
+def _load(load: tuple[float, float] | None) -> str:
+    return "not recorded" if load is None else f"{load[0]:.1f} -> {load[1]:.1f}"
 
 
 def _print_run(d: dict) -> None:
@@ -96,7 +134,8 @@ def _print_run(d: dict) -> None:
     )
     for c in d["per_class"]:
         print(
-            f"    {c['name']:16s} closed-set ACC {c['closed_set_acc']:.3f}  detection ACC {c['detection_acc']:.3f}"
+            f"    {c['name']:16s} closed-set ACC {c['closed_set_acc']:.3f}  open-set ACC "
+            f"{c.get('open_set_acc', float('nan')):.3f}  detection ACC {c['detection_acc']:.3f}"
         )
 
 
@@ -227,6 +266,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="gazeclip demo --quick")
     parser.add_argument("--out", default="", help="folder for the runs (default: a new temporary one)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("DIR_A", "DIR_B"))
+    parser.add_argument("--collect", nargs="+", type=Path, metavar="DIR", help="demo output folders")
     parser.add_argument("--divergence", action="store_true")
     parser.add_argument("--renders", type=int, default=64, help="--divergence: renders to fit on")
     parser.add_argument("--steps", type=int, default=40, help="--divergence: optimiser steps")
@@ -234,6 +274,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.probe:
         probe(int(args.probe[0]), Path(args.probe[1]), args.renders, args.steps)
+    elif args.collect:
+        collect(args.collect)
     elif args.compare:
         compare(*args.compare)
     elif args.divergence:

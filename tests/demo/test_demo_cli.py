@@ -11,7 +11,10 @@ from gazeclip_cli.cli.app import app
 
 runner = CliRunner()
 TOLERANCE = 0.03  # the largest headline difference allowed between thread counts (issue 9)
-FIGURES = ("seen_closed_set_acc", "seen_detection_auc", "unseen_rejected_as_unknown")
+# Held to TOLERANCE across threads. The open-set pair (seen attributed with p >= tau, unseen
+# rejected) moves more with rounding, as it does across seeds (docs/PERFORMANCE.md): each run
+# is held to what makes it evidence instead.
+FIGURES = ("seen_closed_set_acc", "seen_detection_auc")
 
 
 def _tables(stdout: str) -> str:
@@ -67,14 +70,20 @@ def test_demo_quick_reruns_bit_identically_and_agrees_across_thread_counts(tmp_p
         k: v for k, v in head.items() if "seconds" not in k
     }
 
-    # Two threads sum floats in another order from the gaze fit's first BatchNorm on, so the
-    # runs part; the learning must not care.
+    # Two threads sum training's floats in another order (the gaze fit runs on one thread at
+    # any --threads), so the runs part; the learning must not care.
     _, head_two = _run(tmp_path / "two", threads=2)
     assert head_two["threads"] == 2
     for key in FIGURES:
         assert abs(head_two["headline"][key] - head["headline"][key]) <= TOLERANCE, key
     for run in (head, head_two):
-        chance = run["headline"]["chance_closed_set_acc"]
+        h = run["headline"]
+        chance = h["chance_closed_set_acc"]
         for c in run["per_class"]:  # every seen class learned, the real one included
-            # Measured at seed 0: the generators 0.83-1.00, the real class 0.58 (chance 0.20).
-            assert c["closed_set_acc"] >= chance + 0.3, (run["threads"], c)
+            # Measured at seeds 0-2: the generators 1.00, the real class 0.83-1.00 (chance 0.20).
+            assert c["closed_set_acc"] >= chance + 0.5, (run["threads"], c)
+        # The open-set figure is evidence: most seen faces pass tau 0.9 (measured 0.77-0.93 at
+        # seeds 0-2; 0.00 when the demo stopped at the first epoch that ranked them right) and
+        # unseen ones are rejected, not all (0.38-0.92; 1.00 when nothing passed tau).
+        assert h["seen_open_set_acc"] >= 0.6, run
+        assert 0.25 <= h["unseen_rejected_as_unknown"] < 1.0, run

@@ -54,10 +54,15 @@ def test_headline_and_per_class_figures_are_the_hand_computed_ones():
     figures = seen_class_figures(report)
     assert [(c.name, c.num_samples) for c in figures] == [("Real", 4), ("A", 4), ("B", 2)]
     assert [c.closed_set_acc for c in figures] == [0.75, 0.5, 1.0]
+    # Right class with p >= 0.9: Real's [0.9, ...], A's [0.05, 0.9, 0.05], B's [0.0, 0.1, 0.9].
+    assert [c.open_set_acc for c in figures] == [0.25, 0.25, 0.5]
     assert [c.detection_acc for c in figures] == [0.75, 0.75, 1.0]
     h = headline_figures(report, num_classes=3)
     assert h["seen_closed_set_acc"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)
     assert h["chance_closed_set_acc"] == pytest.approx(1 / 3)
+    # Open-set at tau 0.9 (argmax right and top p >= 0.9): Real 1 of 4 ([0.9, ...]), A 1 of 4
+    # ([0.05, 0.9, 0.05]), B 1 of 2 ([0.0, 0.1, 0.9]).
+    assert h["seen_open_set_acc"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 2) / 3)
     # AUC of A against Real's P(fake) {0.1, 0.2, 0.6, 0.3}: of A's 0.7, 0.8, 0.9 each beats all 4
     # reals, 0.4 beats 3 -> 15 / 16. B's 0.95 beats 4, 0.55 beats 3 -> 7 / 8. Real alone has none.
     assert h["seen_detection_auc"] == pytest.approx((15 / 16 + 7 / 8) / 2)
