@@ -42,11 +42,16 @@ from pathlib import Path
 GOAL = 1.5  # issue 15: attribute at most 1.5x the wall time of `import torch`
 
 
-def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds: user + system of the child and its threads)."""
+def timed_run(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child and its threads).
+
+    ``cwd`` is a folder without the package: ``python -m`` puts the current folder first on
+    ``sys.path``, which would otherwise import the checkout the script was started from
+    whatever ``PYTHONPATH`` says.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
@@ -118,13 +123,23 @@ def main() -> None:
                     [sys.executable, *attribute, "--runtime", runtime],
                     {**base_env, "PYTHONPATH": str(args.compare_with.resolve())},
                 )
+        for checkout in {env["PYTHONPATH"] for _, env in commands.values() if "PYTHONPATH" in env}:
+            imported = subprocess.run(
+                [sys.executable, "-c", "import gazeclip_cli; print(gazeclip_cli.__file__)"],
+                capture_output=True,
+                text=True,
+                env={**base_env, "PYTHONPATH": checkout},
+                cwd=tmp,
+            ).stdout.strip()
+            if not Path(imported).resolve().is_relative_to(Path(checkout).resolve()):
+                raise SystemExit(f"PYTHONPATH={checkout} imports gazeclip_cli from {imported}")
         for cmd, env in commands.values():  # untimed: fills the checksum cache and the page cache
-            timed_run(cmd, env)
+            timed_run(cmd, env, tmp)
         times: dict[str, list[float]] = {name: [] for name in commands}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.repeats):
             for name, (cmd, env) in commands.items():
-                seconds, cpu_seconds = timed_run(cmd, env)
+                seconds, cpu_seconds = timed_run(cmd, env, tmp)
                 times[name].append(seconds)
                 cpu[name].append(cpu_seconds)
         weights_mb = (folder / "weights.safetensors").stat().st_size / 2**20
