@@ -7,9 +7,13 @@ times, fresh processes of
 
 - ``python -c "import torch"`` (the floor: any command that runs the network imports torch);
 - ``python -c "import gazeclip_cli.core.inference.predictor"`` (the imports alone);
-- ``python -m gazeclip_cli attribute PHOTO --model DIR --format json`` (the whole command);
-- with ``--compare-with CHECKOUT``, the same command from another checkout of the package
-  (for example the main branch before a change), run with ``PYTHONPATH=CHECKOUT``.
+- ``python -m gazeclip_cli attribute PHOTO --model DIR --format json --runtime torch`` (the whole
+  command, the torch model running the forward);
+- the same with ``--runtime onnx``: the folder's ONNX export (made once, by ``export_model_folder``,
+  in the temporary folder before anything is timed) runs the forward, and the torch model is not built;
+- with ``--compare-with CHECKOUT``, both commands from another checkout of the package (for
+  example the main branch before a change; it needs the ``--runtime`` option), run with
+  ``PYTHONPATH=CHECKOUT``.
 
 A ratio is the median, over the repeats, of a run's wall time over the ``import torch`` run just
 before it, so a burst of other work slows both of a pair alike; CPU seconds (user + system,
@@ -18,6 +22,7 @@ all threads) are printed beside, and their ratio, which a loaded machine disturb
 fills it and the page cache. The load average is printed before and after.
 
     python scripts/bench_cold_start.py --repeats 7
+    python scripts/bench_cold_start.py --repeats 5 --architecture gazeclip-vit-b-32  # 1 GB of weights
     python scripts/bench_cold_start.py --repeats 5 --compare-with /path/to/main
 """
 
@@ -37,11 +42,16 @@ from pathlib import Path
 GOAL = 1.5  # issue 15: attribute at most 1.5x the wall time of `import torch`
 
 
-def timed_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds: user + system of the child and its threads)."""
+def timed_run(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the child and its threads).
+
+    ``cwd`` is a folder without the package: ``python -m`` puts the current folder first on
+    ``sys.path``, which would otherwise import the checkout the script was started from
+    whatever ``PYTHONPATH`` says.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
@@ -64,6 +74,7 @@ def main() -> None:
 
     from matplotlib import cbook
 
+    from gazeclip_cli.core.inference.fast_cpu import ONNX, export_model_folder
     from gazeclip_cli.core.model.builder import WeightSources, build_model
     from gazeclip_cli.core.model.config import load_architecture
     from gazeclip_cli.core.model.folder import save_model_folder
@@ -76,6 +87,7 @@ def main() -> None:
             build_model(load_architecture(args.architecture), WeightSources(pretrained=False)),
             Path(tmp) / "model",
         )
+        export_model_folder(folder, ONNX)  # once, untimed: `--runtime onnx` runs it
         base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         base_env["GAZECLIP_CACHE_DIR"] = str(Path(tmp) / "checksum-cache")
         attribute = [
@@ -94,20 +106,40 @@ def main() -> None:
                 [sys.executable, "-c", "import gazeclip_cli.core.inference.predictor"],
                 {**base_env, "PYTHONPATH": str(here)},
             ),
-            "attribute": ([sys.executable, *attribute], {**base_env, "PYTHONPATH": str(here)}),
+            "attribute --runtime torch": (
+                [sys.executable, *attribute, "--runtime", "torch"],
+                {**base_env, "PYTHONPATH": str(here)},
+            ),
+            "attribute --runtime onnx": (
+                [sys.executable, *attribute, "--runtime", "onnx"],
+                {**base_env, "PYTHONPATH": str(here)},
+            ),
         }
-        if args.compare_with is not None:
-            commands["attribute (--compare-with)"] = (
-                [sys.executable, *attribute],
-                {**base_env, "PYTHONPATH": str(args.compare_with.resolve())},
-            )
+        if (
+            args.compare_with is not None
+        ):  # a checkout with the --runtime option (main since the ONNX runtime)
+            for runtime in ("torch", "onnx"):
+                commands[f"attribute --runtime {runtime} (--compare-with)"] = (
+                    [sys.executable, *attribute, "--runtime", runtime],
+                    {**base_env, "PYTHONPATH": str(args.compare_with.resolve())},
+                )
+        for checkout in {env["PYTHONPATH"] for _, env in commands.values() if "PYTHONPATH" in env}:
+            imported = subprocess.run(
+                [sys.executable, "-c", "import gazeclip_cli; print(gazeclip_cli.__file__)"],
+                capture_output=True,
+                text=True,
+                env={**base_env, "PYTHONPATH": checkout},
+                cwd=tmp,
+            ).stdout.strip()
+            if not Path(imported).resolve().is_relative_to(Path(checkout).resolve()):
+                raise SystemExit(f"PYTHONPATH={checkout} imports gazeclip_cli from {imported}")
         for cmd, env in commands.values():  # untimed: fills the checksum cache and the page cache
-            timed_run(cmd, env)
+            timed_run(cmd, env, tmp)
         times: dict[str, list[float]] = {name: [] for name in commands}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.repeats):
             for name, (cmd, env) in commands.items():
-                seconds, cpu_seconds = timed_run(cmd, env)
+                seconds, cpu_seconds = timed_run(cmd, env, tmp)
                 times[name].append(seconds)
                 cpu[name].append(cpu_seconds)
         weights_mb = (folder / "weights.safetensors").stat().st_size / 2**20

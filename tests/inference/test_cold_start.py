@@ -26,6 +26,28 @@ NOT_ON_THE_TEST_PATH = (
     "transformers",  # open_clip's optional Hugging Face towers (core/model/openclip.py)
 )
 
+# The torch network's modules: with an ONNX export the forward needs none of them (nor Grad-CAM's
+# torch model) unless a heatmap is asked for.
+TORCH_NETWORK = (
+    "open_clip",
+    "torchvision",
+    "timm",
+    "gazeclip_cli.core.model.builder",
+    "gazeclip_cli.core.model.gazeclip",
+    "gazeclip_cli.core.model.clip_towers",
+    "gazeclip_cli.core.model.image_encoder",
+    "gazeclip_cli.core.model.optimize",
+)
+
+IMPORT_AND_LIST_MODULES = """
+import json, sys
+import gazeclip_cli.cli.app
+import gazeclip_cli.core.inference.predictor
+import gazeclip_cli.core.inference.report_html
+import gazeclip_cli.core.inference.scan
+print("MODULES " + json.dumps(sorted(sys.modules)))
+"""
+
 ATTRIBUTE_AND_LIST_MODULES = """
 import json, sys
 from gazeclip_cli.cli.app import app
@@ -61,6 +83,106 @@ def test_attribute_imports_neither_train_nor_text_tower(model_dir, tmp_path):
     )
     loaded = sorted(m for m in modules if m.startswith(NOT_ON_THE_TEST_PATH))
     assert loaded == []
+
+
+def _subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+
+
+def _face_photo(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    from tests.inference.conftest import astronaut_path
+
+    photo = tmp_path / "face.png"
+    Image.open(astronaut_path()).convert("RGB").crop((125, 10, 325, 210)).save(photo)
+    return photo
+
+
+def test_the_import_path_of_attribute_and_scan_loads_no_network_module():
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORT_AND_LIST_MODULES],
+        capture_output=True,
+        text=True,
+        env=_subprocess_env(),
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    modules = set(json.loads(run.stdout.rpartition("MODULES ")[2]))
+    assert "gazeclip_cli.core.inference.predictor" in modules and "torch" in modules
+    loaded = sorted(m for m in modules if m.startswith(NOT_ON_THE_TEST_PATH + TORCH_NETWORK))
+    assert loaded == []
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tmp_path_factory):
+    """A tiny-test model folder of its own with an fp32 ONNX export (auto runs it on the CPU)."""
+    from gazeclip_cli.core.inference.fast_cpu import export_model_folder
+    from tests.inference.conftest import make_model_folder
+
+    folder = make_model_folder(tmp_path_factory.mktemp("exported") / "model")
+    export_model_folder(folder, "onnx")
+    return folder
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "auto"])
+def test_an_onnx_attribute_run_builds_no_torch_model(exported_dir, tmp_path, runtime):
+    photo = _face_photo(tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ATTRIBUTE_AND_LIST_MODULES,
+            "attribute",
+            str(photo),
+            "--model",
+            str(exported_dir),
+        ]
+        + ["--format", "json", "--runtime", runtime],
+        capture_output=True,
+        text=True,
+        env={**_subprocess_env(), "GAZECLIP_CACHE_DIR": str(tmp_path / "checksums")},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    out, _, listed = run.stdout.rpartition("MODULES ")
+    modules = set(json.loads(listed))
+    report = json.loads(out)
+    assert report["results"][0]["faces"], "the photo's face was scored"  # MTCNN and the ONNX forward ran
+    assert "onnxruntime" in modules and "gazeclip_cli.core.data.mtcnn_nets" in modules
+    loaded = sorted(m for m in modules if m.startswith(NOT_ON_THE_TEST_PATH + TORCH_NETWORK))
+    assert loaded == []
+    # The provenance still names the runtime, its graph and the weights' SHA-256 (from the hash cache).
+    settings, model = report["provenance"]["settings"], report["provenance"]["model"]
+    weights = (exported_dir / "weights.safetensors").read_bytes()
+    assert model["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    assert settings["runtime"] == "onnx"
+    graph = (exported_dir / "onnx.onnx").read_bytes()
+    assert settings["runtime_export"]["onnx_sha256"] == hashlib.sha256(graph).hexdigest()
+
+
+def test_an_onnx_predictor_builds_the_torch_model_for_grad_cam_only(exported_dir, tmp_path):
+    import numpy as np
+
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
+    from tests.inference.conftest import aligned_images
+
+    def predictor(runtime: str) -> Predictor:
+        return Predictor(exported_dir, settings=PredictorSettings(face_mode="aligned", runtime=runtime))
+
+    fast, ref = predictor("onnx"), predictor("torch")
+    assert ref.model_loaded and not fast.model_loaded
+    faces = [f for p in aligned_images(tmp_path, 2) for f in fast.prepare(p).faces]
+    got, want = fast.predict_faces(faces), ref.predict_faces(faces)
+    assert not fast.model_loaded  # verdicts came from ONNX Runtime alone
+    assert fast.experts == ref.model.experts and fast.class_names == ref.class_names
+    assert fast.uses_gaze == ref.model.uses_gaze and fast.image_size == ref.model.cfg.image_size
+    for a, b in zip(got, want, strict=True):
+        assert a.generator == b.generator and abs(a.p_fake - b.p_fake) < 1e-5
+    heat = fast.gradcam(faces[0])  # a heatmap needs the torch model: built now, on first use
+    assert fast.model_loaded
+    np.testing.assert_allclose(heat.heatmap, ref.gradcam(faces[0]).heatmap, atol=1e-5)
+    assert fast.pretrained_files() == ref.pretrained_files() == {}  # random towers: no weight files
 
 
 def _count_hashing(monkeypatch) -> list[str]:

@@ -80,7 +80,7 @@ def attribute_command(
             problems[0] if len(photos) == 1 else f"{problems[0]} (and no other input is readable)"
         )
     predictor = Predictor(model, device=device, settings=settings)
-    note = absent_experts_note(predictor.model.experts)
+    note = absent_experts_note(predictor.experts)
     if note:
         output.warn(note)
     provenance = predictor.provenance({"command": "attribute"})

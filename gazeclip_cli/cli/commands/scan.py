@@ -102,12 +102,12 @@ def scan_command(
     check_output(out, resume)
     # With Ray the model runs in the cluster's workers; this process only needs its description.
     predictor = Predictor(model, device="cpu" if ray else device, settings=settings)
-    if fail_on_fake and "detection" not in predictor.model.experts:
+    if fail_on_fake and "detection" not in predictor.experts:
         raise typer.BadParameter(
             "this model has no detection expert (experts = ['attribution']), so it finds no fakes",
             param_hint="--fail-on-fake",
         )
-    note = absent_experts_note(predictor.model.experts)
+    note = absent_experts_note(predictor.experts)
     if note and not quiet:
         output.warn(note)
     scan_options: dict = {"resume": resume}

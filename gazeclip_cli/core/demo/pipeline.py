@@ -297,7 +297,7 @@ def _run_demo(out: Path, config: DemoConfig, progress: Progress | None) -> DemoR
         evaluation=evaluation,
         report_html=report,
         attributed=attributed,
-        headline=headline_figures(evaluation.report, predictor.model.cfg.num_classes),
+        headline=headline_figures(evaluation.report, predictor.cfg.num_classes),
         per_class=seen_class_figures(evaluation.report),
         threads=torch.get_num_threads(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),

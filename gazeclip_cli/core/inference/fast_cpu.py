@@ -24,11 +24,10 @@ from torch import nn
 
 from gazeclip_cli import __version__
 from gazeclip_cli.core.errors import ConfigError, ModelFolderError
-from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.model.detector import Detector, DetectorOutput
 from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256, read_meta
-from gazeclip_cli.core.model.optimize import optimize_for_inference
 from gazeclip_cli.core.weights.checksums import cached_sha256
+from gazeclip_cli.core.weights.locate import WeightSources
 
 TORCH = "torch"  # the model as loaded and rewritten by optimize_for_inference (fp32)
 ONNX = "onnx"  # the same graph in fp32, run by ONNX Runtime: the fast CPU mode
@@ -186,6 +185,9 @@ def export_model_folder(
         ModelFolderError: the folder cannot be loaded, or its weights differ from meta.json's record.
         ConfigError: an unknown runtime, onnxruntime missing, or the architecture does not export.
     """
+    # The torch network's modules (open_clip, torchvision) are imported by exporting, not by running an export.
+    from gazeclip_cli.core.model.optimize import optimize_for_inference
+
     if runtime not in EXPORT_RUNTIMES:
         raise ConfigError(f"runtime '{runtime}': exports are made for {' or '.join(EXPORT_RUNTIMES)}")
     ort = _onnxruntime()
@@ -377,24 +379,37 @@ class OnnxForward:
         return DetectorOutput(**values)
 
 
+def planned_runtime(asked: str, device: torch.device, folder: str | os.PathLike[str]) -> str:
+    """The runtime a run will use, decided before any hash is known: torch or an export's runtime.
+
+    ``auto`` is the ONNX export on the CPU when the folder has one, else torch: a folder is
+    converted once by ``gazeclip export``, never on every run. The export itself is checked by
+    :func:`resolve_runtime`; knowing the runtime first lets the predictor build the torch model
+    only when torch runs the forward.
+
+    Raises:
+        ConfigError: an unknown runtime, or an ONNX runtime asked for another device than the CPU.
+    """
+    check_runtime(asked)
+    if asked == TORCH or (asked == AUTO and (device.type != "cpu" or not has_export(folder, ONNX))):
+        return TORCH
+    if device.type != "cpu":
+        raise ConfigError(
+            f"runtime '{asked}' runs on the CPU only; with --device {device} use --runtime torch"
+        )
+    return ONNX if asked == AUTO else asked
+
+
 def resolve_runtime(
     asked: str, device: torch.device, folder: str | os.PathLike[str], weights_sha256: str, model_sha256: str
 ) -> tuple[str, ExportRecord | None]:
-    """The runtime a run uses and its export's record (None for torch).
-
-    ``auto`` is the ONNX export on the CPU when the folder has one, else torch: a folder is
-    converted once by ``gazeclip export``, never on every run.
+    """The runtime a run uses (:func:`planned_runtime`) and its export's record (None for torch).
 
     Raises:
         ConfigError: an unknown runtime, or an ONNX runtime asked for another device than the CPU.
         ModelFolderError: the export asked for (or found by auto) is missing or stale.
     """
-    check_runtime(asked)
-    if asked == TORCH or (asked == AUTO and (device.type != "cpu" or not has_export(folder, ONNX))):
+    runtime = planned_runtime(asked, device, folder)
+    if runtime == TORCH:
         return TORCH, None
-    if device.type != "cpu":
-        raise ConfigError(
-            f"runtime '{asked}' runs on the CPU only; with --device {device} use --runtime torch"
-        )
-    runtime = ONNX if asked == AUTO else asked
     return runtime, read_export(folder, runtime, weights_sha256, model_sha256)

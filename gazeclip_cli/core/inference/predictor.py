@@ -28,6 +28,7 @@ uint8 -> (B, 3, 224, 224) in [0, 1].
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -52,12 +53,14 @@ from gazeclip_cli.core.data.images import (
     sample_video_frames,
 )
 from gazeclip_cli.core.devices import resolve_device
-from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
+from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError, WeightsError
 from gazeclip_cli.core.inference.fast_cpu import (
     AUTO,
+    TORCH,
     ExportRecord,
     OnnxForward,
     check_runtime,
+    planned_runtime,
     resolve_runtime,
 )
 from gazeclip_cli.core.inference.gradcam import GradCam, grad_cam
@@ -69,10 +72,17 @@ from gazeclip_cli.core.inference.provenance import (
     sha256_of_bytes,
     sha256_of_file,
 )
-from gazeclip_cli.core.model.builder import WeightSources
-from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256
-from gazeclip_cli.core.model.optimize import optimize_for_inference
+from gazeclip_cli.core.model.config import DetectorConfig
+from gazeclip_cli.core.model.detector import Detector
+from gazeclip_cli.core.model.folder import (
+    WEIGHTS_FILE,
+    load_model_folder,
+    model_folder_sha256,
+    read_config,
+    read_meta,
+)
 from gazeclip_cli.core.weights.checksums import cached_sha256
+from gazeclip_cli.core.weights.locate import WeightSources, resolve_weight, weights_dir
 
 FACE_MODES = ("detect", "aligned")
 UNKNOWN_GENERATOR = "unknown generator"
@@ -444,6 +454,10 @@ class InputPreparer:
 class Predictor:
     """Inference state: the loaded model folder, the face detector and the settings.
 
+    What the run needs to know about the network (classes, image size, gaze inputs, experts)
+    comes from the folder's config (``cfg``), not from a built model: with an ONNX runtime the
+    torch model (:attr:`model`) is built only on first use, by Grad-CAM.
+
     Args:
         model_dir: a model folder (``config.toml``, ``weights.safetensors``, ``meta.json``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
@@ -468,43 +482,41 @@ class Predictor:
         self.settings = settings or PredictorSettings()
         self.runtime_asked = self.settings.runtime
         self.device = resolve_device(device)
+        self.path = Path(model_dir)
+        self.weights = weights
+        self.meta = read_meta(self.path)
+        self.cfg: DetectorConfig = read_config(self.path)
+        self._model: Detector | None = None
+        self._model_lock = threading.Lock()
+        # The forward alone may run elsewhere (an ONNX export, the fast CPU mode); faces are
+        # prepared by the same stage 1 whatever runs it. With an export the torch model is built
+        # only when something needs it (Grad-CAM), so neither it nor its modules load at start-up.
+        planned = planned_runtime(self.settings.runtime, self.device, self.path)
         # Hash the weights file while the model is built: hashlib releases the GIL on large
         # reads, so on a multi-core machine the checksum costs no wall time; an unchanged file's
         # hash comes from the checksum cache (core/weights/checksums.py) without reading it.
-        weights_file = Path(model_dir) / WEIGHTS_FILE
         with ThreadPoolExecutor(max_workers=1) as pool:
-            digest = pool.submit(cached_sha256, weights_file) if weights_file.is_file() else None
-            folder = load_model_folder(model_dir, weights, self.device, with_text=False)
-            weights_sha = digest.result() if digest is not None else cached_sha256(weights_file)
-        recorded = str(folder.meta.get("weights_sha256", ""))
-        if recorded and recorded != weights_sha:
-            # The verdict must come from the model the folder describes: refuse an edited folder.
-            raise ModelFolderError(
-                f"{folder.path / WEIGHTS_FILE}: SHA-256 {weights_sha[:12]}... differs from the one meta.json "
-                f"recorded ({recorded[:12]}...); the weights were changed after the folder was written, "
-                "restore the original folder"
-            )
-        self.folder = folder
-        # Folded BatchNorm, channels-last convolutions, oneDNN linears: the same outputs (to 1e-5),
-        # about 1.9x faster on a CPU (core/model/optimize.py, docs/PERFORMANCE.md).
-        self.model = optimize_for_inference(folder.model)
-        # The forward alone may run elsewhere (an ONNX export, the fast CPU mode); faces are
-        # prepared by the same stage 1 whatever runs it.
+            digest = pool.submit(cached_sha256, self.path / WEIGHTS_FILE)
+            model = self._load_model() if planned == TORCH else None
+            weights_sha = digest.result()
+        self._check_weights(weights_sha)
+        self._model = model
+        self.model_provenance: ModelProvenance = model_provenance(self.path, self.meta, weights_sha)
         self.runtime, self.export = resolve_runtime(
             self.settings.runtime,
             self.device,
-            folder.path,
+            self.path,
             weights_sha,
-            model_folder_sha256(folder.path, folder.meta, weights_sha),
+            model_folder_sha256(self.path, self.meta, weights_sha),
         )
-        self.forward = self.model if self.export is None else OnnxForward(folder.path, self.export)
-        self.class_names = folder.class_names
-        self.real_classes = {i for i, c in enumerate(self.model.cfg.classes) if c.forgery_type == "Real"}
-        self.image_size = self.model.cfg.image_size
-        self.uses_gaze = self.model.uses_gaze  # no gaze patches are made for a model without gaze
-        self.model_provenance: ModelProvenance = model_provenance(folder.path, folder.meta, weights_sha)
-        record = settings_of_model(folder.meta, folder.path)
-        self.preparation = preparation_for(record, self.settings, folder.path)
+        self.forward = self.model if self.export is None else OnnxForward(self.path, self.export)
+        self.class_names = [c.name for c in self.cfg.classes]
+        self.real_classes = {i for i, c in enumerate(self.cfg.classes) if c.forgery_type == "Real"}
+        self.image_size = self.cfg.image_size
+        self.uses_gaze = self.cfg.uses_gaze  # no gaze patches are made for a model without gaze
+        self.experts: tuple[str, ...] = tuple(self.cfg.experts)
+        record = settings_of_model(self.meta, self.path)
+        self.preparation = preparation_for(record, self.settings, self.path)
         self.preparation_source = (
             "the model folder's record of its training cache"
             if record is not None
@@ -531,6 +543,63 @@ class Predictor:
             self.settings, self.preparation, self.image_size, self.uses_gaze, self.detector
         )
         self.preparer = self.inputs.preparer
+
+    def _check_weights(self, weights_sha: str) -> None:
+        recorded = str(self.meta.get("weights_sha256", ""))
+        if recorded and recorded != weights_sha:
+            # The verdict must come from the model the folder describes: refuse an edited folder.
+            raise ModelFolderError(
+                f"{self.path / WEIGHTS_FILE}: SHA-256 {weights_sha[:12]}... differs from the one meta.json "
+                f"recorded ({recorded[:12]}...); the weights were changed after the folder was written, "
+                "restore the original folder"
+            )
+
+    def _load_model(self) -> Detector:
+        # Imported here: the network's modules (open_clip, torchvision) load only when torch runs.
+        from gazeclip_cli.core.model.optimize import optimize_for_inference
+
+        folder = load_model_folder(self.path, self.weights, self.device, with_text=False)
+        # Folded BatchNorm, channels-last convolutions, oneDNN linears: the same outputs (to 1e-5),
+        # about 1.9x faster on a CPU (core/model/optimize.py, docs/PERFORMANCE.md).
+        return optimize_for_inference(folder.model)
+
+    @property
+    def model(self) -> Detector:
+        """The torch model of the test path: loaded at start-up when torch runs the forward, else on
+        first use (Grad-CAM beside an ONNX forward), after checking the weights are still the ones
+        the run started with (their cached SHA-256)."""
+        with self._model_lock:
+            if self._model is None:
+                current = cached_sha256(self.path / WEIGHTS_FILE)
+                if current != self.model_provenance.weights_sha256:
+                    raise ModelFolderError(
+                        f"{self.path / WEIGHTS_FILE}: changed since this run started (SHA-256 "
+                        f"{current[:12]}..., then {self.model_provenance.weights_sha256[:12]}...); run again"
+                    )
+                self._model = self._load_model()
+            return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the torch model has been built (always with the torch runtime)."""
+        return self._model is not None
+
+    def pretrained_files(self) -> dict[str, Path]:
+        """The pretrained weight files the torch model loads (weight name -> file), for workers that
+        build it elsewhere: the loaded model's, or (an ONNX run, nothing built) the files the folder
+        needs where they are found; one missing is left for the worker that needs it to report."""
+        if self._model is not None:
+            return dict(self._model.pretrained_files)
+        sources = self.weights or WeightSources()
+        found: dict[str, Path] = {}
+        for name in self.meta.get("needs_weight_files", sorted(self.meta.get("weight_files", {}))):
+            try:
+                found[name] = resolve_weight(
+                    name, weights_dir(sources.directory), sources.overrides.get(name)
+                )
+            except WeightsError:
+                continue
+        return found
 
     def provenance(self, extra: dict[str, Any] | None = None) -> Provenance:
         """The provenance block of a run with this predictor, timed now."""

@@ -32,7 +32,6 @@ from gazeclip_cli.core.inference.predictor import (
     PreparedInput,
 )
 from gazeclip_cli.core.inference.scan import ResultSink, ScanItem, ScanTask, prepare_item
-from gazeclip_cli.core.model.builder import WeightSources
 from gazeclip_cli.core.ray_engine import (
     CrashHook,
     RayOptions,
@@ -46,6 +45,7 @@ from gazeclip_cli.core.ray_engine import (
     start_guard,
     worker_setup,
 )
+from gazeclip_cli.core.weights.locate import WeightSources
 
 # Groups queued at each model worker. Ray Data's default, 2, left two fused workers on this
 # project's 2-core VM idle for a quarter of the time between groups (1.53-1.58 cores busy,
@@ -205,9 +205,9 @@ def task_groups(
 
 
 def _model_spec(predictor: Predictor, plan: WorkerPlan) -> _ModelSpec:
-    files = predictor.folder.model.pretrained_files
+    files = predictor.pretrained_files()
     return _ModelSpec(
-        model_dir=os.path.abspath(predictor.folder.path),
+        model_dir=os.path.abspath(predictor.path),
         # CPU workers run the runtime the driver resolved (its export checked there); GPU workers
         # resolve what was asked on their own device (auto: torch).
         settings=predictor.settings

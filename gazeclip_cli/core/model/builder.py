@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,16 +16,13 @@ from gazeclip_cli.core.model.gaze_estimator import GazeEstimator, GazeEstimatorC
 from gazeclip_cli.core.model.gazeclip import GazeCLIP
 from gazeclip_cli.core.model.image_encoder import GazeAwareImageEncoder
 from gazeclip_cli.core.weights.loading import load_clip_weights, load_gaze_weights, read_state_dict
-from gazeclip_cli.core.weights.locate import KNOWN_WEIGHTS, resolve_weight, weight_spec, weights_dir
-
-
-@dataclass
-class WeightSources:
-    """Where pretrained weights come from. ``pretrained=False`` builds with random towers."""
-
-    pretrained: bool = True  # load the weight files the config names (an error if one is missing)
-    directory: str | Path | None = None  # weights folder (default: $GAZECLIP_WEIGHTS_DIR or models/weights)
-    overrides: dict[str, str | Path] = field(default_factory=dict)  # weight name -> explicit file
+from gazeclip_cli.core.weights.locate import (  # WeightSources: imported from builder by many callers
+    KNOWN_WEIGHTS,
+    WeightSources,
+    resolve_weight,
+    weight_spec,
+    weights_dir,
+)
 
 
 def prompt_sets(cfg: GazeCLIPConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,12 +32,10 @@ import torch
 from gazeclip_cli import __version__
 from gazeclip_cli.core.config_io import dumps_toml, read_toml, to_dict
 from gazeclip_cli.core.errors import DataError, GazeclipError, ModelFolderError
-from gazeclip_cli.core.model.builder import WeightSources, build_model
 from gazeclip_cli.core.model.config import DetectorConfig, GazeCLIPConfig, config_from_toml_data
 from gazeclip_cli.core.model.detector import Detector
-from gazeclip_cli.core.model.image_encoder import TRAINABLE_EMBEDDINGS
 from gazeclip_cli.core.weights.checksums import cached_sha256
-from gazeclip_cli.core.weights.locate import sha256_file
+from gazeclip_cli.core.weights.locate import WeightSources, sha256_file
 from gazeclip_cli.core.weights.store import map_safetensors, save_safetensors
 
 FORMAT_VERSION = 2
@@ -191,6 +189,19 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+def read_config(folder: str | Path) -> DetectorConfig:
+    """The architecture config of a model folder (``config.toml``), without building the network.
+
+    Raises:
+        ModelFolderError: the config does not fit this version (unknown keys, bad values).
+    """
+    folder = Path(folder)
+    try:
+        return config_from_toml_data(read_toml(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
+    except GazeclipError as exc:
+        raise ModelFolderError(f"{folder}: config does not fit this version: {exc}") from None
+
+
 @dataclass(frozen=True)
 class FolderSummary:
     """What ``meta.json`` says about a model folder, read without loading it."""
@@ -285,12 +296,14 @@ def load_model_folder(
     into its Linear layers (:func:`merge_lora`), so peft is not imported: a smaller,
     faster-loading model with the same outputs (to float rounding); it cannot be trained.
     """
+    # The builder (open_clip, torchvision) is imported only here: reading a folder's meta.json and
+    # config, as the ONNX runtime does, needs neither (docs/PERFORMANCE.md, "Cold start").
+    from gazeclip_cli.core.model.builder import build_model
+    from gazeclip_cli.core.model.image_encoder import TRAINABLE_EMBEDDINGS
+
     folder = Path(folder)
     meta = read_meta(folder)
-    try:
-        cfg = config_from_toml_data(read_toml(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
-    except GazeclipError as exc:
-        raise ModelFolderError(f"{folder}: config does not fit this version: {exc}") from None
+    cfg = read_config(folder)
     recorded = meta.get("weight_files", {})
     needed = meta.get("needs_weight_files", sorted(recorded))  # folders before the key needed them all
     sources = weights or WeightSources()

@@ -13,13 +13,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gazeclip_cli.core.errors import WeightsError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pth.tar", ".pkl")
 DEFAULT_WEIGHTS_DIR = Path("models") / "weights"
+
+
+@dataclass
+class WeightSources:
+    """Where pretrained weights come from. ``pretrained=False`` builds with random towers.
+
+    Defined here, beside the lookup it parameterises, so that code which only names weight
+    sources (the predictor, the ONNX runtime) does not import the network builder.
+    """
+
+    pretrained: bool = True  # load the weight files the config names (an error if one is missing)
+    directory: str | Path | None = None  # weights folder (default: $GAZECLIP_WEIGHTS_DIR or models/weights)
+    overrides: dict[str, str | Path] = field(default_factory=dict)  # weight name -> explicit file
 
 
 @dataclass(frozen=True)
