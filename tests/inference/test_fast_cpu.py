@@ -265,7 +265,7 @@ def test_static_export_records_its_calibration_as_measured_again(static_export):
     assert max(worst.values()) > 1e-4  # int8, not the fp32 graph under another name
 
 
-def test_static_int8_quantises_the_convolutions_and_keeps_the_appearance_encoder_and_heads_fp32(static_export):
+def test_static_int8_quantises_convolutions_and_products_and_keeps_the_appearance_encoder_and_heads_fp32(static_export):
     import onnx
 
     folder, _, _ = static_export
@@ -285,7 +285,11 @@ def test_static_int8_quantises_the_convolutions_and_keeps_the_appearance_encoder
     products = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
     heads = [n for n in products if "expert" in n.name or "fuse_" in n.name]
     assert heads and not any(dequantised(n, 1) for n in heads)  # their weights stay fp32
-    assert any(dequantised(n, 1) for n in products if n not in heads)  # the transformers' products are int8
+    assert any(dequantised(n, 1) for n in products if "/agpm/" in n.name)  # the AGPM's products: static
+    weights = {t.name for t in graph.initializer}
+    tower = [n for n in graph.node if "/gie/" in n.name]
+    assert any(n.op_type == "MatMulInteger" for n in tower)  # the image tower's products: dynamic int8
+    assert not any(n.op_type == "MatMul" and n.input[1] in weights for n in tower)  # none left in fp32
 
 
 def test_static_int8_is_within_the_goals_on_faces_it_was_not_calibrated_on(static_export, tmp_path):
