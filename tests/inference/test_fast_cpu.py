@@ -265,7 +265,9 @@ def test_static_export_records_its_calibration_as_measured_again(static_export):
     assert max(worst.values()) > 1e-4  # int8, not the fp32 graph under another name
 
 
-def test_static_int8_quantises_convolutions_and_products_and_keeps_the_appearance_encoder_and_heads_fp32(static_export):
+def test_static_int8_quantises_convolutions_and_products_and_keeps_the_appearance_encoder_and_heads_fp32(
+    static_export,
+):
     import onnx
 
     folder, _, _ = static_export
