@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+from gazeclip_cli.core.inference.fast_cpu import EXPORT_RUNTIMES
+
+RUNTIMES = ("torch", *EXPORT_RUNTIMES)
 
 
 def real_photos() -> list[Path]:
@@ -92,18 +94,30 @@ def paper_folder(root: Path) -> Path:
     return save_model_folder(model, root / "paper")
 
 
-def export_all(folder: Path) -> dict[str, dict]:
-    from gazeclip_cli.core.inference.fast_cpu import EXPORT_RUNTIMES, export_model_folder
+def export_all(folder: Path, calibration_dir: Path) -> dict[str, dict]:
+    """Every export of a folder; the calibrated ones on the tool's default set (the demo's renders,
+    none of them a test render), as aligned crops like the speed runs' renders."""
+    from dataclasses import replace
 
+    from gazeclip_cli.core.demo.calibration import demo_calibration
+    from gazeclip_cli.core.inference.fast_cpu import CALIBRATED, export_model_folder
+
+    calibration = replace(demo_calibration(calibration_dir), aligned=True)
     records = {}
     for runtime in EXPORT_RUNTIMES:
         t0 = time.perf_counter()
-        record = export_model_folder(folder, runtime)
+        record = export_model_folder(
+            folder, runtime, calibration=calibration if runtime in CALIBRATED else None
+        )
         records[runtime] = {
             "export_s": round(time.perf_counter() - t0, 1),
             "check_max_abs_diff": record.check_max_abs_diff,
             "graph_mb": round(os.path.getsize(folder / f"{runtime}.onnx") / 2**20, 1),
         }
+        if record.calibration is not None:
+            records[runtime]["calibration"] = {
+                k: record.calibration[k] for k in ("faces", "face_mode", "max_abs_diff")
+            }
     return records
 
 
@@ -216,13 +230,13 @@ def main() -> None:
         renders = demo_test_renders(demo)
         photos = photo_variants(root / "photos", args.photos)
         originals = real_photos()
-        report["demo_model"] = {"exports": export_all(demo_model)}
+        report["demo_model"] = {"exports": export_all(demo_model, root / "calibration")}
         demo_preds = predictors(demo_model, aligned=True, batch_size=args.batch_size)
         report["demo_model"]["parity_test_renders"] = parity(demo_preds, renders)
         report["demo_model"]["parity_real_photos_aligned"] = parity(demo_preds, originals + photos)
         del demo_preds
         paper = paper_folder(root)
-        report["paper"] = {"exports": export_all(paper)}
+        report["paper"] = {"exports": export_all(paper, root / "calibration")}
         aligned = predictors(paper, aligned=True, batch_size=args.batch_size)
         speed_files = renders[: args.files]
         report["paper"]["scan_aligned_demo_renders"] = scan_speed(aligned, speed_files, root, args.repeats)

@@ -76,7 +76,7 @@ def frames_option() -> Any:
 
 RUNTIME_HELP = (
     "What runs the network: auto (the folder's ONNX export on the CPU when it has one, else torch), "
-    "torch, onnx or onnx-int8 (made once by `gazeclip export`; docs/INFERENCE.md)."
+    "torch, onnx, onnx-int8 or onnx-int8-static (made once by `gazeclip export`; docs/INFERENCE.md)."
 )
 
 
@@ -89,9 +89,13 @@ def _check_runtime(value: str) -> str:
 
 
 def runtime_option() -> Any:
-    """``--runtime auto|torch|onnx|onnx-int8``: what runs the forward (faces are prepared alike)."""
+    """``--runtime auto|torch|onnx|onnx-int8|onnx-int8-static``: what runs the forward (faces are prepared alike)."""
     return typer.Option(
-        "auto", "--runtime", metavar="auto|torch|onnx|onnx-int8", callback=_check_runtime, help=RUNTIME_HELP
+        "auto",
+        "--runtime",
+        metavar="auto|torch|onnx|onnx-int8|onnx-int8-static",
+        callback=_check_runtime,
+        help=RUNTIME_HELP,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from gazeclip_cli import __version__
-from gazeclip_cli.core.errors import ConfigError, ModelFolderError
+from gazeclip_cli.core.errors import ConfigError, InputError, ModelFolderError
 from gazeclip_cli.core.model.detector import Detector, DetectorOutput
 from gazeclip_cli.core.model.folder import WEIGHTS_FILE, load_model_folder, model_folder_sha256, read_meta
 from gazeclip_cli.core.weights.checksums import cached_sha256
@@ -32,12 +34,18 @@ from gazeclip_cli.core.weights.locate import WeightSources
 TORCH = "torch"  # the model as loaded and rewritten by optimize_for_inference (fp32)
 ONNX = "onnx"  # the same graph in fp32, run by ONNX Runtime: the fast CPU mode
 ONNX_INT8 = "onnx-int8"  # ONNX with the transformers' 3-D matmuls quantised to int8 (dynamic)
+# ONNX with the convolutions and the AGPM's products in static int8 (QDQ, activation ranges
+# calibrated on prepared faces, weights per channel), the image tower's products as in onnx-int8
+ONNX_INT8_STATIC = "onnx-int8-static"
 AUTO = "auto"  # ONNX when the folder has a current export and the device is the CPU, else torch
-EXPORT_RUNTIMES = (ONNX, ONNX_INT8)
+EXPORT_RUNTIMES = (ONNX, ONNX_INT8, ONNX_INT8_STATIC)
+CALIBRATED = (ONNX_INT8_STATIC,)  # the runtimes whose export needs calibration faces
 RUNTIMES = (AUTO, TORCH, *EXPORT_RUNTIMES)
 OPSET = 17
 OUTPUTS = ("attribution_logits", "detection_logits", "visual_features", "gaze")
 CHECK_BATCH = 3  # faces of the export's own check (torch against ONNX Runtime); not the export's batch
+MIN_CALIBRATION_FACES = 8  # a floor against calibrating on one or two files by mistake, not a measured need
+CALIBRATION_BATCH = 8  # faces per calibration pass (memory: every intermediate tensor is kept per pass)
 
 
 def export_files(folder: str | os.PathLike[str], runtime: str) -> tuple[Path, Path]:
@@ -69,6 +77,9 @@ class ExportRecord:
     check_max_abs_diff: (
         float  # largest |output difference| against the torch forward on CHECK_BATCH random faces
     )
+    # calibrated runtimes: what the ranges were measured on (source, files, faces, face mode, the
+    # inputs' SHA-256) and the largest |difference| from torch per output on those faces; else None
+    calibration: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,22 +185,64 @@ def _atomic_path(path: Path) -> Path:
     return Path(tmp)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The face files a calibrated (static int8) export measures its activation ranges on.
+
+    They are prepared by the predictor's stage 1 under the model folder's own preparation, as
+    ``scan`` prepares what it scores; ``aligned`` says they are aligned face crops (``scan
+    --aligned``), else the folder's face mode applies.
+    """
+
+    files: tuple[Path, ...]
+    source: str  # what they are, in words, for the export's record
+    aligned: bool = False
+
+
+def calibration_from(roots: Sequence[str | os.PathLike[str]], aligned: bool = False) -> Calibration:
+    """The images and videos under ``roots`` (walked as ``scan`` walks its inputs) as a calibration.
+
+    Raises:
+        InputError: a root is missing, or none holds an image or video.
+    """
+    from gazeclip_cli.core.inference.scan import iter_inputs
+
+    items = list(iter_inputs(roots))
+    for item in items:
+        if item.error is not None:
+            raise InputError(item.error)
+    names = ", ".join(str(r) for r in roots)
+    if not items:
+        raise InputError(f"{names}: no images or videos to calibrate on")
+    return Calibration(files=tuple(Path(i.path) for i in items), source=names, aligned=aligned)
+
+
 def export_model_folder(
-    model_dir: str | os.PathLike[str], runtime: str = ONNX, weights: WeightSources | None = None
+    model_dir: str | os.PathLike[str],
+    runtime: str = ONNX,
+    weights: WeightSources | None = None,
+    calibration: Calibration | None = None,
 ) -> ExportRecord:
     """Convert a model folder's test path once for ``runtime`` and write it, with its record, into the folder.
 
-    The graph is checked against the torch forward on random inputs before it is kept.
+    The graph is checked against the torch forward on random inputs (and, when calibrated, on
+    the calibration faces) before it is kept.
 
     Raises:
         ModelFolderError: the folder cannot be loaded, or its weights differ from meta.json's record.
-        ConfigError: an unknown runtime, onnxruntime missing, or the architecture does not export.
+        ConfigError: an unknown runtime, onnxruntime missing, the architecture does not export, or
+            a calibrated runtime without calibration files.
+        InputError: the calibration files give too few faces.
     """
     # The torch network's modules (open_clip, torchvision) are imported by exporting, not by running an export.
     from gazeclip_cli.core.model.optimize import optimize_for_inference
 
     if runtime not in EXPORT_RUNTIMES:
-        raise ConfigError(f"runtime '{runtime}': exports are made for {' or '.join(EXPORT_RUNTIMES)}")
+        raise ConfigError(f"runtime '{runtime}': exports are made for {', '.join(EXPORT_RUNTIMES)}")
+    if runtime in CALIBRATED and calibration is None:
+        raise ConfigError(f"runtime '{runtime}' calibrates on faces: give the export calibration files")
+    if runtime not in CALIBRATED and calibration is not None:
+        raise ConfigError(f"runtime '{runtime}' takes no calibration (only {', '.join(CALIBRATED)} does)")
     ort = _onnxruntime()
     folder = Path(model_dir)
     meta = read_meta(folder)
@@ -200,11 +253,17 @@ def export_model_folder(
             f"{folder / WEIGHTS_FILE}: SHA-256 differs from the one meta.json recorded; "
             "the weights were changed after the folder was written, restore the original folder"
         )
-    loaded = load_model_folder(folder, weights, "cpu", with_text=False)
-    model = optimize_for_inference(loaded.model)
+    feeds: list[dict[str, Any]] = []
+    calib_info: dict[str, Any] | None = None
+    if calibration is None:
+        loaded = load_model_folder(folder, weights, "cpu", with_text=False)
+        model, arch = optimize_for_inference(loaded.model), loaded.model.cfg.name
+    else:
+        model, arch, feeds, calib_info = _calibration_inputs(folder, weights, calibration)
     images, patches = _check_inputs(model, CHECK_BATCH)
     with torch.inference_mode():
         want = model(images, patches)
+        calib_want = [model(*(torch.from_numpy(v) for v in f.values())) for f in feeds]
     outputs = tuple(n for n in OUTPUTS if getattr(want, n) is not None)
     inputs = ("images", "patches") if model.uses_gaze else ("images",)
     graph = _Graph(_exportable(model, images, patches), outputs).eval()
@@ -226,34 +285,31 @@ def export_model_folder(
                 )
         except Exception as exc:  # the exporter raises many types; the message says which operator
             raise ConfigError(
-                f"{folder}: architecture '{loaded.model.cfg.name}' does not export to ONNX "
+                f"{folder}: architecture '{arch}' does not export to ONNX "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
             ) from None
-        if runtime == ONNX_INT8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
+        if runtime != ONNX:
             int8_tmp = _atomic_path(onnx_path)
             try:
                 with _quiet():
-                    quantize_dynamic(
-                        str(fp32_tmp),
-                        str(int8_tmp),
-                        weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["MatMul"],
-                        nodes_to_quantize=_int8_nodes(fp32_tmp),
-                    )
+                    if runtime == ONNX_INT8:
+                        _quantize_dynamic(fp32_tmp, int8_tmp)
+                    else:
+                        _quantize_static(fp32_tmp, int8_tmp, feeds)
             except BaseException:
                 int8_tmp.unlink(missing_ok=True)
                 raise
             fp32_tmp.unlink()
             fp32_tmp = int8_tmp
         session = _session(ort, fp32_tmp, 1)
-        feeds = {"images": images.numpy()} | ({"patches": patches.numpy()} if patches is not None else {})
-        got = session.run(list(outputs), feeds)
-        diff = max(
-            float((torch.from_numpy(g) - getattr(want, n)).abs().max())
-            for g, n in zip(got, outputs, strict=True)
-        )
+        check = {"images": images.numpy()} | ({"patches": patches.numpy()} if patches is not None else {})
+        diff = _max_abs_diff(session.run(list(outputs), check), want, outputs)
+        if calib_info is not None:
+            worst = dict.fromkeys(outputs, 0.0)
+            for feed, w in zip(feeds, calib_want, strict=True):
+                for g, n in zip(session.run(list(outputs), feed), outputs, strict=True):
+                    worst[n] = max(worst[n], _max_abs_diff([g], w, (n,)))
+            calib_info["max_abs_diff"] = worst
         os.replace(fp32_tmp, onnx_path)
     finally:
         fp32_tmp.unlink(missing_ok=True)
@@ -270,11 +326,128 @@ def export_model_folder(
         tool_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         check_max_abs_diff=diff,
+        calibration=calib_info,
     )
     tmp = _atomic_path(record_path)
     tmp.write_text(json.dumps(record.as_dict(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, record_path)
     return record
+
+
+def _max_abs_diff(got: list[Any], want: DetectorOutput, outputs: tuple[str, ...]) -> float:
+    return max(
+        float((torch.from_numpy(g) - getattr(want, n)).abs().max()) for g, n in zip(got, outputs, strict=True)
+    )
+
+
+def _calibration_inputs(
+    folder: Path, weights: WeightSources | None, calibration: Calibration
+) -> tuple[Detector, str, list[dict[str, Any]], dict[str, Any]]:
+    """The inference model and the calibration faces' network inputs, prepared as ``scan`` prepares faces.
+
+    A torch :class:`~gazeclip_cli.core.inference.predictor.Predictor` of the folder does both:
+    its stage 1 (the folder's own preparation) and its ``input_tensors`` are what a scan's
+    faces go through, so the ranges are measured on what the graph will be given.
+    """
+    from gazeclip_cli.core.inference.predictor import Predictor, PredictorSettings
+
+    settings = PredictorSettings(face_mode="aligned" if calibration.aligned else None, runtime=TORCH)
+    predictor = Predictor(folder, settings=settings, weights=weights)
+    faces, failed = [], 0
+    for path in calibration.files:
+        prepared = predictor.prepare(path)
+        faces.extend(prepared.faces)
+        failed += prepared.error is not None
+    if len(faces) < MIN_CALIBRATION_FACES:
+        raise InputError(
+            f"{calibration.source}: {len(faces)} faces from {len(calibration.files)} files ({failed} without a "
+            f"usable face); a calibration needs at least {MIN_CALIBRATION_FACES}"
+        )
+    feeds, digest = [], hashlib.sha256()
+    for start in range(0, len(faces), CALIBRATION_BATCH):
+        images, patches = predictor.input_tensors(faces[start : start + CALIBRATION_BATCH])
+        feed = {"images": images.numpy()} | ({"patches": patches.numpy()} if patches is not None else {})
+        for value in feed.values():
+            digest.update(value.tobytes())
+        feeds.append(feed)
+    info = {
+        "source": calibration.source,
+        "files": len(calibration.files),
+        "faces": len(faces),
+        "face_mode": predictor.settings.face_mode,
+        "inputs_sha256": digest.hexdigest(),
+    }
+    return predictor.model, predictor.folder.model.cfg.name, feeds, info
+
+
+def _quantize_dynamic(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=_int8_nodes(src),
+    )
+
+
+def _quantize_static(src: Path, dst: Path, feeds: list[dict[str, Any]]) -> None:
+    """Static QDQ int8 where calibrated ranges hold, dynamic int8 for the CLIP image tower.
+
+    The graph is first constant-folded (onnxruntime's quantisation pre-processing): the exporter
+    leaves many weights behind Transpose and Identity nodes, which the quantiser then skips
+    (1.34x torch's one-thread forward without it, 2.9x with it; docs/DECISIONS.md). The nodes of
+    :func:`_static_int8_nodes` get activation ranges from the calibration passes (min-max),
+    weights per channel, uint8 activations and int8 weights at full range (what the x86 kernels
+    with VNNI take without saturation, onnxruntime's quantisation guide). The image tower's
+    products (:data:`DYNAMIC_IN_STATIC`) are then quantised as in ``onnx-int8``: their ranges
+    measured on the demo's renders did not hold on real photos (P(fake) moved by 0.037), ranges
+    measured per batch do, at the same speed.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(feeds)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.batches, None)
+
+    folded, static = _atomic_path(dst), _atomic_path(dst)
+    try:
+        quant_pre_process(str(src), str(folded), skip_symbolic_shape=True)
+        quantize_static(
+            str(folded),
+            str(static),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+            nodes_to_quantize=_static_int8_nodes(folded),
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        dynamic = [n for n in _int8_nodes(static) if any(part in n for part in DYNAMIC_IN_STATIC)]
+        quantize_dynamic(
+            str(static),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=dynamic,
+        )
+    finally:
+        folded.unlink(missing_ok=True)
+        static.unlink(missing_ok=True)
 
 
 INT8_KEPT_FP32 = ("expert", "fuse_", "gaze", "/pool")  # node-name parts of the matmuls left in fp32
@@ -294,6 +467,38 @@ def _int8_nodes(path: Path) -> list[str]:
         node.name
         for node in graph.node
         if node.op_type == "MatMul" and not any(part in node.name for part in INT8_KEPT_FP32)
+    ]
+
+
+STATIC_KEPT_FP32 = ("/agpm/encoder/",)  # node-name parts of the convolutions static int8 leaves in fp32
+DYNAMIC_IN_STATIC = ("/gie/",)  # node-name parts of the products onnx-int8-static quantises dynamically
+
+
+def _static_int8_nodes(path: Path) -> list[str]:
+    """The nodes static int8 quantises: the convolutions but the AGPM's, and the products with a weight matrix.
+
+    The convolutions are the gaze estimator's ResNet and the towers' patch embeddings; the
+    products are the AGPM transformer's linears (the image tower's are quantised dynamically,
+    :func:`_quantize_static`). The AGPM's appearance encoder stays fp32: it reads
+    the faint traces a generator leaves, and in 8 bits it alone moved the demo model's P(fake)
+    by 0.07 (every other part together by 0.003) for 2% of the test path's MACs. The heads,
+    fusion projections, gaze regression and pooling stay fp32 as in :func:`_int8_nodes`; so do
+    the attention's products of two activations (the softmax's output in 8 bits moved P(fake)
+    more for no speed), the normalisations and the softmaxes.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return [
+        node.name
+        for node in graph.node
+        if (node.op_type == "Conv" and not any(part in node.name for part in STATIC_KEPT_FP32))
+        or (
+            node.op_type in ("MatMul", "Gemm")
+            and node.input[1] in weights
+            and not any(part in node.name for part in (*INT8_KEPT_FP32, *DYNAMIC_IN_STATIC))
+        )
     ]
 
 

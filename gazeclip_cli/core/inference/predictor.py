@@ -110,7 +110,7 @@ class PredictorSettings:
     batch_size: int = 16  # faces per forward pass
     video_frames: int = DEFAULT_FRAMES_PER_VIDEO  # frames sampled evenly from each video
     top_k: int = 3  # attribution classes listed per face
-    runtime: str = AUTO  # what runs the forward: torch, onnx, onnx-int8 or auto (core/inference/fast_cpu.py)
+    runtime: str = AUTO  # what runs the forward: one of fast_cpu.RUNTIMES (core/inference/fast_cpu.py)
 
     def __post_init__(self) -> None:
         check_runtime(self.runtime)
