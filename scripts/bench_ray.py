@@ -11,7 +11,11 @@ at niceness 0) and then alternates ``--repeats`` times, in aligned mode (no MTCN
 2. the Ray engine with one model worker (``--actors 1``);
 3. the Ray engine with two (``--actors 2``), each on one CPU: the same cores as the local engine;
 4. the local engine on one core (``workers=1``): with 3., how far two cores scale on this
-   machine at all, so "two workers / one worker" can be read against "two cores / one core".
+   machine at all, so "two workers / one worker" can be read against "two cores / one core";
+5. the Ray engine with two workers and tasks of one batch (``--files-per-task`` = the batch
+   size, the engine before tasks carried several batches): what the larger tasks save.
+
+The Ray scans 2. and 3. carry ``--files-per-task`` files a task (default: the engine's).
 
 Each scan writes its own CSV. Times come from the scan's progress callback: the end-to-end
 rate (files / wall time of the scan call) and the steady rate (files written from the end of
@@ -107,6 +111,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--architecture", default="demo-small", help="built with random weights")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--files-per-task", type=int, default=None, help="default: the engine's default")
     args = parser.parse_args()
 
     from gazeclip_cli.core.allocator import tune_for_tensors
@@ -120,7 +125,9 @@ def main() -> None:
 
     tune_for_tensors()  # as the CLI at start-up
     cores = usable_cores()
-    runs: dict[str, list[dict]] = {"local": [], "ray_1_worker": [], "ray_2_workers": [], "local_1_core": []}
+    per_task = args.files_per_task or RayOptions().files_per_task
+    names = ("local", "ray_1_worker", "ray_2_workers", "local_1_core", "ray_2_workers_one_batch_tasks")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         tmp_path = Path(tmp)
         model = save_model_folder(
@@ -138,9 +145,19 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for name, options in (
                     ("local", {}),
-                    ("ray_1_worker", {"engine": RayScanEngine(RayOptions(actors=1))}),
-                    ("ray_2_workers", {"engine": RayScanEngine(RayOptions(actors=2))}),
+                    (
+                        "ray_1_worker",
+                        {"engine": RayScanEngine(RayOptions(actors=1, files_per_task=per_task))},
+                    ),
+                    (
+                        "ray_2_workers",
+                        {"engine": RayScanEngine(RayOptions(actors=2, files_per_task=per_task))},
+                    ),
                     ("local_1_core", {"workers": 1, "model_threads": 1}),
+                    (
+                        "ray_2_workers_one_batch_tasks",
+                        {"engine": RayScanEngine(RayOptions(actors=2, files_per_task=args.batch_size))},
+                    ),
                 ):
                     result = timed_scan(
                         predictor, roots, tmp_path / f"{name}_{repeat}.csv", args.images, **options
@@ -165,6 +182,7 @@ def main() -> None:
             "usable_cores": cores,
             "local_engine": "the CLI's defaults (worker threads = usable cores, 1 intra-op thread each)",
             "ray": "local instance, num_cpus = usable cores; fused layout (each worker prepares and runs the model), 1 CPU each",
+            "files_per_task": per_task,
         },
         "ray_instance_start_s": round(ray_start, 2),
         "runs": runs,
@@ -180,6 +198,9 @@ def main() -> None:
             "ray_2_workers / local": ratios("ray_2_workers", "local", "steady_files_per_s"),
             "ray_2_workers / ray_1_worker": ratios("ray_2_workers", "ray_1_worker", "steady_files_per_s"),
             "ray_1_worker / local_1_core": ratios("ray_1_worker", "local_1_core", "steady_files_per_s"),
+            "ray_2_workers / the same with one-batch tasks": ratios(
+                "ray_2_workers", "ray_2_workers_one_batch_tasks", "steady_files_per_s"
+            ),
             "local / local_1_core (the machine's two-core scaling)": ratios(
                 "local", "local_1_core", "steady_files_per_s"
             ),

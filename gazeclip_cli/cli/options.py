@@ -175,7 +175,22 @@ def cpus_per_task_option() -> Any:
     return _ray_option(1, "--cpus-per-task", "N", "CPUs of each worker preparing files.", min=1)
 
 
-_RAY_PARAMS = (("address", "--address"), ("actors", "--actors"), ("cpus_per_task", "--cpus-per-task"))
+def files_per_task_option() -> Any:
+    return _ray_option(
+        64,
+        "--files-per-task",
+        "N",
+        "files a Ray task carries, rounded up to whole batches (fewer, larger tasks: less scheduling).",
+        min=1,
+    )
+
+
+_RAY_PARAMS = (
+    ("address", "--address"),
+    ("actors", "--actors"),
+    ("cpus_per_task", "--cpus-per-task"),
+    ("files_per_task", "--files-per-task"),
+)
 
 
 def ray_options(ctx: typer.Context, device: str, local_flags: list[str]) -> RayOptions | None:
@@ -208,6 +223,7 @@ def ray_options(ctx: typer.Context, device: str, local_flags: list[str]) -> RayO
             actors=ctx.params["actors"] or None,
             cpus_per_task=ctx.params["cpus_per_task"],
             device=device.strip().lower(),
+            **({"files_per_task": ctx.params["files_per_task"]} if "files_per_task" in ctx.params else {}),
         )
     except ConfigError as exc:  # names the flag: the command line is wrong
         raise typer.BadParameter(str(exc)) from None

@@ -51,6 +51,9 @@ class RayOptions:
         None  # model workers; None: one per GPU (model on GPUs), else the CPUs / cpus_per_task
     )
     cpus_per_task: int = 1  # CPUs of each worker that prepares files (its torch and OpenCV threads)
+    # Files a Ray task carries (rounded up to whole groups of --batch-size walk positions): fewer,
+    # larger tasks spend less of the driver's and Ray's CPU on scheduling and objects.
+    files_per_task: int = 64
     device: str = "auto"  # where the model workers run: auto (CUDA when the cluster has GPUs), cpu or cuda
     max_crashes: int = 2  # worker deaths on one file, tried alone, before the file is given up as an error
     # Files prepared by CPU tasks apart from the model workers; None: on GPUs. (On CPUs Ray Data
@@ -67,6 +70,8 @@ class RayOptions:
                 f"--device {self.device}: with --engine ray use auto, cpu or cuda (Ray gives each model "
                 "worker its own GPU)"
             )
+        if self.files_per_task < 1:
+            raise ConfigError(f"--files-per-task {self.files_per_task}: must be at least 1")
         if self.max_crashes < 1:
             raise ConfigError(f"max crashes {self.max_crashes}: must be at least 1")
 

@@ -69,7 +69,9 @@ def test_ray_scan_gives_the_local_rows_summary_provenance_and_exit_code(
     common = [str(evidence), "-m", str(ray_model_dir), "--batch-size", "4", "--frames-per-video", "3"]
     local_out, ray_out = tmp_path / "local.csv", tmp_path / "ray.csv"
     local = runner.invoke(app, ["scan", *common, "-o", str(local_out), "--workers", "2", "--fail-on-error"])
-    ray = runner.invoke(app, ["scan", *common, "-o", str(ray_out), "--engine", "ray", "--fail-on-error"])
+    # Tasks of two walk groups (6 files rounded up to 2 batches of 4): several tasks, each cut in two.
+    ray_flags = ["--engine", "ray", "--files-per-task", "6", "--fail-on-error"]
+    ray = runner.invoke(app, ["scan", *common, "-o", str(ray_out), *ray_flags])
     assert local.exit_code == ray.exit_code == 4, (local.output, ray.output)  # bad files: exit 4 both ways
     rows, reference = read_rows(ray_out), read_rows(local_out)
     assert_same_rows(rows, reference)
@@ -157,7 +159,8 @@ def test_resume_across_engines_local_then_ray_then_local(ray_session, ray_model_
     data = out.read_bytes()
     out.write_bytes(data[: len(data) - 30])  # the kill cut the last row in the middle
     with pytest.raises(KeyboardInterrupt):
-        scan(predictor, [root], out, resume=True, progress=stop_after(4), engine=RayScanEngine())
+        engine = RayScanEngine(RayOptions(files_per_task=8))  # tasks of two walk groups
+        scan(predictor, [root], out, resume=True, progress=stop_after(4), engine=engine)
     assert 5 < len(read_rows(out)) < 15
     args = [str(root), "-o", str(out), "-m", str(ray_model_dir), "--aligned", "--batch-size", "4", "--resume"]
     finished = runner.invoke(app, ["scan", *args])
@@ -170,6 +173,66 @@ def test_resume_across_engines_local_then_ray_then_local(ray_session, ray_model_
         ("local", False),
         ("ray", True),
         ("local", True),
+    ]
+
+
+def test_a_ray_task_carries_whole_walk_groups_and_each_is_batched_on_its_own():
+    from gazeclip_cli.core.inference.predictor import PreparedInput
+    from gazeclip_cli.core.inference.scan import ScanItem, ScanTask
+    from gazeclip_cli.core.inference.scan_ray import _score, task_groups
+
+    def tasks(positions):
+        return [ScanTask(i, ScanItem(f"f{i}", "image")) for i in positions]
+
+    def names(groups):
+        return {g: [[item.path for item in part] for part in parts] for g, parts in groups.items()}
+
+    # Batch 4, 6 files a task: rounded up to two walk groups (never a batch cut in two).
+    groups = names(task_groups(tasks(range(38)), 4, 6))
+    assert len(groups) == 5 and groups[0] == [["f0", "f1", "f2", "f3"], ["f4", "f5", "f6", "f7"]]
+    assert groups[4] == [["f32", "f33", "f34", "f35"], ["f36", "f37"]]  # the last holds what is left
+    # Fewer files a task than a batch: one walk group a task.
+    assert names(task_groups(tasks(range(6)), 4, 1)) == {0: [["f0", "f1", "f2", "f3"]], 1: [["f4", "f5"]]}
+    # A resume starting mid-group (position 5): the walk positions, not the count, place the files.
+    groups = names(task_groups(tasks(range(5, 37)), 4, 8))
+    assert groups[0] == [["f5", "f6", "f7"]] and groups[1] == [
+        [f"f{i}" for i in range(8, 12)],
+        [f"f{i}" for i in range(12, 16)],
+    ]
+    assert task_groups([], 4, 8) == {}
+    # A short scan: tasks shrink so that each of the workers gets MIN_TASKS_PER_WORKER (4) of them.
+    assert [len(parts) for parts in task_groups(tasks(range(64)), 4, 64, workers=2).values()] == [2] * 8
+    assert [len(parts) for parts in task_groups(tasks(range(12)), 4, 64, workers=2).values()] == [1] * 3
+    long = task_groups(tasks(range(4000)), 4, 64, workers=2)
+    assert [len(parts) for parts in long.values()] == [16] * 62 + [8]
+
+    class Recorder:  # the predictor's two calls _score makes, recorded
+        def __init__(self):
+            self.batches = []
+
+        def predict_faces(self, faces):
+            self.batches.append(list(faces))
+            return [f"pred-{face}" for face in faces]
+
+        def result(self, prepared, predictions):
+            return (prepared.path, predictions)
+
+    def prepared(name, faces):
+        return PreparedInput(
+            path=name, kind="image", sha256=None, faces=[f"{name}.{i}" for i in range(faces)]
+        )
+
+    parts = [[prepared("a", 1), prepared("b", 2)], [prepared("c", 0), prepared("d", 1)]]
+    recorder = Recorder()
+    results = _score(recorder, 0, parts, guard=None, retried=False, max_crashes=2)
+    # Each walk group's faces in a batch of their own (as the local engine cuts them), not one
+    # batch of the task's four faces; results in walk order, each file with its own faces.
+    assert recorder.batches == [["a.0", "b.0", "b.1"], ["d.0"]]
+    assert results == [
+        ("a", ["pred-a.0"]),
+        ("b", ["pred-b.0", "pred-b.1"]),
+        ("c", []),
+        ("d", ["pred-d.0"]),
     ]
 
 
@@ -217,6 +280,16 @@ def test_engine_flags_are_checked_before_anything_loads(tmp_path):
             "--cpus-per-task",
             "0",
         ): "'--cpus-per-task': Input should be greater than or equal to 1",
+        (
+            "--files-per-task",
+            "32",
+        ): "Invalid value for --files-per-task: Ray engine options; add --engine ray",
+        (
+            "--engine",
+            "ray",
+            "--files-per-task",
+            "0",
+        ): "'--files-per-task': Input should be greater than or equal to 1",
     }
     for extra, message in cases.items():
         result = runner.invoke(app, [*base, *extra])

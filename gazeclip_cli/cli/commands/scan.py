@@ -68,6 +68,7 @@ def scan_command(
     address: str | None = options.address_option(),
     actors: int = options.actors_option(),
     cpus_per_task: int = options.cpus_per_task_option(),
+    files_per_task: int = options.files_per_task_option(),
     fmt: str = options.format_option("the end-of-scan summary"),
     fail_on_fake: bool = typer.Option(False, "--fail-on-fake", help="Exit with 3 when any fake is found."),
     fail_on_error: bool = typer.Option(False, "--fail-on-error", help="Exit with 4 when any file failed."),

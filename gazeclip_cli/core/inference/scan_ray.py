@@ -1,8 +1,10 @@
 """The Ray engine of ``scan``: the walk's files in groups through a Ray Data pipeline; the driver writes.
 
-The driver walks once and cuts the files into groups of ``batch_size`` consecutive walk
-positions; Ray Data carries each group through preparation and the model and streams its
-results back; the driver puts the groups back in walk order and hands the results to
+The driver walks once and cuts the files into walk groups of ``batch_size`` consecutive walk
+positions (the local engine's batch boundaries), and a Ray task's group into whole walk groups,
+``files_per_task`` files or more; Ray Data carries each task's group through preparation and the
+model (each walk group's faces in its own batches) and streams its results back; the driver puts
+the groups back in walk order and hands the results to
 :func:`~gazeclip_cli.core.inference.scan.scan`'s writer. docs/SCALE-OUT.md has the layouts.
 """
 
@@ -12,7 +14,7 @@ import contextlib
 import os
 import pickle
 import socket
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +52,9 @@ from gazeclip_cli.core.ray_engine import (
 # 182-192 files/s); with 6, 1.69-1.72 cores and 221-240 files/s (demo-small, aligned). A queued
 # group is a file list in the fused layout, one group's prepared faces in the split one.
 GROUPS_QUEUED_PER_WORKER = 6
+# A short scan's tasks are made smaller than --files-per-task so that each model worker gets
+# at least this many (never smaller than one walk group).
+MIN_TASKS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,8 @@ class RayScanEngine:
         ray = import_ray()
         from ray.data import ActorPoolStrategy, DataContext
 
-        batch = predictor.settings.batch_size
-        groups: dict[int, list[ScanItem]] = {}
-        for task in tasks:  # the listing, once, on the driver
-            groups.setdefault(task.position // batch, []).append(task.item)
+        # The listing, once, on the driver.
+        groups = task_groups(tasks, predictor.settings.batch_size, self.options.files_per_task, plan.actors)
         if not groups:
             return
         context = DataContext.get_current()
@@ -179,6 +182,28 @@ class RayScanEngine:
             raise DataError(f"the Ray cluster returned {at} of {len(order)} groups of files; resume the scan")
 
 
+def task_groups(
+    tasks: Iterable[ScanTask], batch: int, files_per_task: int, workers: int = 1
+) -> dict[int, list[list[ScanItem]]]:
+    """The Ray tasks' groups: whole walk groups (``batch`` consecutive walk positions, the local
+    engine's batch boundaries), in walk order, each walk group's files a list of its own,
+    batched on its own by the model worker.
+
+    A task takes ``ceil(files_per_task / batch)`` walk groups, fewer when the scan is too short
+    to give each of the ``workers`` :data:`MIN_TASKS_PER_WORKER` tasks (the last tasks then
+    spread over the workers rather than one worker finishing alone); at least one.
+    """
+    by_walk: dict[int, list[ScanItem]] = {}
+    for task in tasks:
+        by_walk.setdefault(task.position // batch, []).append(task.item)
+    most = max(1, len(by_walk) // (workers * MIN_TASKS_PER_WORKER))
+    walks_per_task = min(-(-files_per_task // batch), most)
+    groups: dict[int, list[list[ScanItem]]] = {}
+    for walk in sorted(by_walk):
+        groups.setdefault(walk // walks_per_task, []).append(by_walk[walk])
+    return groups
+
+
 def _model_spec(predictor: Predictor, plan: WorkerPlan) -> _ModelSpec:
     files = predictor.folder.model.pretrained_files
     return _ModelSpec(
@@ -230,8 +255,17 @@ class _Preparing:
     ):
         self.preparer, self.guard, self.hook, self.max_crashes = preparer, guard, hook, max_crashes
 
-    def group(self, group: int, items: list[ScanItem]) -> tuple[list[PreparedInput], bool]:
-        return run_guarded(self.guard, ("prepare", group), items, self._prepare, _given_up, self.max_crashes)
+    def group(self, group: Hashable, parts: list[list[ScanItem]]) -> tuple[list[list[PreparedInput]], bool]:
+        """Each walk group's files prepared, in the same parts; and whether this was a retry."""
+        items = [item for part in parts for item in part]
+        prepared, retried = run_guarded(
+            self.guard, ("prepare", group), items, self._prepare, _given_up, self.max_crashes
+        )
+        out, at = [], 0
+        for part in parts:
+            out.append(prepared[at : at + len(part)])
+            at += len(part)
+        return out, retried
 
     def _prepare(self, items: Iterable[ScanItem]) -> list[PreparedInput]:
         prepared = []
@@ -244,27 +278,30 @@ class _Preparing:
 
 def _score(
     predictor: Predictor,
-    group: int,
-    prepared: list[PreparedInput],
+    group: Hashable,
+    parts: list[list[PreparedInput]],
     guard: Any,
     retried: bool,
     max_crashes: int,
 ) -> list[InputResult]:
-    """Every face of the group through the model (batches of ``batch_size``), then each file's result."""
+    """Each walk group's faces through the model (its own batches of ``batch_size``, as the local
+    engine cuts them), then each file's result, in walk order."""
     ray = import_ray()
     if retried:  # a worker died on this group before: was it in the model?
         died = ray.get(guard.start.remote(("model", group)))
         if died >= max_crashes:
             raise DataError(
-                f"{prepared[0].path} and the files after it: the model worker died {died} times on their "
-                "batch; check the workers' memory (GPU and host), then resume the scan"
+                f"{parts[0][0].path} and the files after it: the model worker died {died} times on their "
+                "batches; check the workers' memory (GPU and host), then resume the scan"
             )
-    faces = [face for p in prepared for face in p.faces]
-    predictions = predictor.predict_faces(faces) if faces else []
-    results, at = [], 0
-    for p in prepared:
-        results.append(predictor.result(p, predictions[at : at + len(p.faces)]))
-        at += len(p.faces)
+    results = []
+    for prepared in parts:
+        faces = [face for p in prepared for face in p.faces]
+        predictions = predictor.predict_faces(faces) if faces else []
+        at = 0
+        for p in prepared:
+            results.append(predictor.result(p, predictions[at : at + len(p.faces)]))
+            at += len(p.faces)
     if retried:
         guard.finish.remote(("model", group))
     return results
@@ -323,10 +360,12 @@ class _FusedWorker(_ModelWorker):
     """A model worker that also prepares its files (CPU layout): loads the model once."""
 
     def score(self, group: int, work: Any) -> list[InputResult]:
-        prepared, retried = _Preparing(self.predictor, self.guard, self.hook, self.max_crashes).group(
-            group, work
-        )
-        return _score(self.predictor, group, prepared, self.guard, retried, self.max_crashes)
+        preparing = _Preparing(self.predictor, self.guard, self.hook, self.max_crashes)
+        results = []
+        for index, part in enumerate(work):  # a walk group at a time: only its faces are held
+            prepared, retried = preparing.group((group, index), [part])
+            results += _score(self.predictor, (group, index), prepared, self.guard, retried, self.max_crashes)
+        return results
 
 
 _PREPARERS: dict[bytes, InputPreparer] = {}  # per worker process: built once per spec
