@@ -4,6 +4,8 @@
     python scripts/bench_demo.py --compare DIR_A DIR_B       # two demo output folders, stage by stage
     python scripts/bench_demo.py --collect DIR [DIR ...]     # the table of demo output folders made before
     python scripts/bench_demo.py --divergence [--renders 64 --steps 40]
+    python scripts/bench_demo.py --probs DIR [DIR ...]        # per-face top probabilities against tau
+    python scripts/bench_demo.py --seeds 0 1 --set benchmark.test_per_class=120 epochs=16 [--quick]
 
 Grid: ``gazeclip demo --seed S --threads T`` in subprocesses (at most ``--jobs`` at once),
 each run's ``headline.json`` read back; prints every run's headline and per-class figures,
@@ -13,6 +15,15 @@ spread (largest minus smallest) of each headline figure over all runs.
 Compare: renders (SHA-256 of every image), the gaze estimator file, the cached gaze, the
 per-epoch validation figures and the headline of two demo outputs: the first that differs
 is where the runs parted.
+
+Set: the grid with some of the demo's sizes changed (``DemoConfig`` fields, ``benchmark.`` and
+``gaze_fit.`` for the sub-configs); each run is ``run_demo`` in a child process instead of the
+CLI, with the same threads rule. For trying a recipe before it becomes the demo's.
+
+Probs: the demo's model over its cache's test split (``evaluate``'s own prediction loop), and
+per test set: faces, the share whose top probability reaches tau, the classes they are given
+and a histogram of the top probability; the open-set figure of each set is recomputed from
+those probabilities and checked against the run's ``evaluation.json``.
 
 Divergence: the demo gaze estimator's fit on the same renders at 1 and 2 threads, in two
 subprocesses: for the first optimiser step, the largest difference of every layer's output
@@ -49,17 +60,14 @@ def grid(args: argparse.Namespace) -> None:
     while todo or running:
         while todo and len(running) < args.jobs:
             seed, threads = todo.pop(0)
-            cmd = [
-                sys.executable,
-                "-m",
-                "gazeclip_cli",
-                "demo",
-                "--seed",
-                str(seed),
-                "--threads",
-                str(threads),
-            ]
-            cmd += ["--out", str(out / f"s{seed}-t{threads}")] + (["--quick"] if args.quick else [])
+            folder = out / f"s{seed}-t{threads}"
+            if args.set:
+                cmd = [sys.executable, __file__, "--child", str(seed), str(threads), str(folder)]
+                cmd += ["--set", *args.set]
+            else:
+                cmd = [sys.executable, "-m", "gazeclip_cli", "demo", "--seed", str(seed)]
+                cmd += ["--threads", str(threads), "--out", str(folder)]
+            cmd += ["--quick"] if args.quick else []
             log = open(out / f"s{seed}-t{threads}.log", "w")  # noqa: SIM115 - closed with the child
             proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             running[proc.pid] = (seed, threads, time.perf_counter(), os.getloadavg()[0], proc)
@@ -137,6 +145,84 @@ def _print_run(d: dict) -> None:
             f"    {c['name']:16s} closed-set ACC {c['closed_set_acc']:.3f}  open-set ACC "
             f"{c.get('open_set_acc', float('nan')):.3f}  detection ACC {c['detection_acc']:.3f}"
         )
+
+
+def _config(quick: bool, seed: int, threads: int, settings: list[str]):
+    """The demo's config with ``settings`` (``name=value``, ``benchmark.name=value``) replaced."""
+    import ast
+    from dataclasses import replace
+
+    from gazeclip_cli.core.demo.pipeline import DemoConfig
+
+    config = (DemoConfig.quick if quick else DemoConfig.standard)(seed, threads=threads)
+    for item in settings:
+        key, _, text = item.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        part, _, name = key.rpartition(".")
+        if part:
+            config = replace(config, **{part: replace(getattr(config, part), **{name: value})})
+        else:
+            config = replace(config, **{name: value})
+    return config
+
+
+def child(seed: int, threads: int, out: Path, quick: bool, settings: list[str]) -> None:
+    from gazeclip_cli.core.demo.pipeline import run_demo
+
+    config = _config(quick, seed, threads, settings)
+    print(config, flush=True)
+    run_demo(out, config)
+
+
+HISTOGRAM = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0001)
+
+
+def probs(folders: list[Path], tau: float) -> None:
+    """Per test set of each demo output: the top attribution probability against tau."""
+    import numpy as np
+
+    from gazeclip_cli.core.data.cache import read_cache
+    from gazeclip_cli.core.evaluate.metrics import open_set_accuracy
+    from gazeclip_cli.core.evaluate.runner import evaluate_model
+
+    for folder in folders:
+        model = folder / "run" / "model"
+        names = json.loads((model / "meta.json").read_text())["class_names"]
+        with tempfile.TemporaryDirectory() as tmp:
+            result = evaluate_model(model, folder / "cache", tmp, tau=tau, device="cpu")
+        report = json.loads((folder / "results" / "evaluation.json").read_text())
+        written = {s["name"]: s for s in report["sets"]}
+        rows = read_cache(folder / "cache").split("test")
+        att = result.attribution_probs
+        head = json.loads((folder / "headline.json").read_text())
+        print(
+            f"\n{folder} (seed {head['seed']}, {head['threads']} thread(s), best epoch {head['best_epoch']})"
+        )
+        bins = " ".join(
+            f"[{lo:.2f},{min(hi, 1):.2f}{']' if hi > 1 else ')'}"
+            for lo, hi in zip(HISTOGRAM[:-1], HISTOGRAM[1:], strict=True)
+        )
+        print(f"  unknown AUROC (pooled unseen against seen, by top p): {report['unknown_auroc']:.2f}")
+        print(f"  {'set':16s} {'n':>4s} {'top p >= tau':>12s} {'open-set ACC':>12s}  top-p histogram {bins}")
+        for name in dict.fromkeys(r.generator for r in rows):
+            ix = np.array([i for i, r in enumerate(rows) if r.generator == name])
+            p = att[ix]
+            labels = np.array([rows[i].dfa for i in ix])
+            top, cls = p.max(axis=1), p.argmax(axis=1)
+            acc = open_set_accuracy(p, labels, tau)
+            if abs(acc - written[name]["open_set_acc"]) > 1e-9:
+                raise SystemExit(f"{folder}: {name} open-set ACC {acc} differs from evaluation.json's")
+            hist = np.histogram(top, bins=HISTOGRAM)[0]
+            given = {names[c]: int((cls == c).sum()) for c in np.unique(cls)}
+            passed = {names[c]: int(((cls == c) & (top >= tau)).sum()) for c in np.unique(cls)}
+            print(
+                f"  {name:16s} {len(ix):4d} {float(np.mean(top >= tau)):12.3f} {acc:12.3f}  "
+                + " ".join(f"{h:4d}" for h in hist)
+                + f"   argmax {given}, of them p >= tau {passed}; median top p {float(np.median(top)):.3f}"
+            )
 
 
 def _sha(path: Path) -> str:
@@ -270,9 +356,17 @@ def main() -> None:
     parser.add_argument("--divergence", action="store_true")
     parser.add_argument("--renders", type=int, default=64, help="--divergence: renders to fit on")
     parser.add_argument("--steps", type=int, default=40, help="--divergence: optimiser steps")
+    parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE", help="grid: demo sizes changed")
+    parser.add_argument("--probs", nargs="+", type=Path, metavar="DIR", help="demo output folders")
+    parser.add_argument("--tau", type=float, default=0.9, help="--probs: the threshold")
     parser.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.probe:
+    if args.child:
+        child(int(args.child[0]), int(args.child[1]), Path(args.child[2]), args.quick, args.set)
+    elif args.probs:
+        probs(args.probs, args.tau)
+    elif args.probe:
         probe(int(args.probe[0]), Path(args.probe[1]), args.renders, args.steps)
     elif args.collect:
         collect(args.collect)

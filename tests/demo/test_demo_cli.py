@@ -11,10 +11,11 @@ from gazeclip_cli.cli.app import app
 
 runner = CliRunner()
 TOLERANCE = 0.03  # the largest headline difference allowed between thread counts (issue 9)
-# Held to TOLERANCE across threads. The open-set pair (seen attributed with p >= tau, unseen
-# rejected) moves more with rounding, as it does across seeds (docs/PERFORMANCE.md): each run
-# is held to what makes it evidence instead.
-FIGURES = ("seen_closed_set_acc", "seen_detection_auc")
+# Held to TOLERANCE across threads (measured 2026-12-02, quick, seeds 0-2 x 1 and 2 threads:
+# seen open-set ACC 0.971-1.000). Unseen rejection is not: each unseen generator falls wholly
+# into one seen class's region or none, and which turns on the run (0.27-0.45 measured,
+# docs/PERFORMANCE.md); each run is held to what makes it evidence instead.
+FIGURES = ("seen_closed_set_acc", "seen_detection_auc", "seen_open_set_acc")
 
 
 def _tables(stdout: str) -> str:
@@ -82,8 +83,9 @@ def test_demo_quick_reruns_bit_identically_and_agrees_across_thread_counts(tmp_p
         for c in run["per_class"]:  # every seen class learned, the real one included
             # Measured at seeds 0-2: the generators 1.00, the real class 0.83-1.00 (chance 0.20).
             assert c["closed_set_acc"] >= chance + 0.5, (run["threads"], c)
-        # The open-set figure is evidence: most seen faces pass tau 0.9 (measured 0.77-0.93 at
-        # seeds 0-2; 0.00 when the demo stopped at the first epoch that ranked them right) and
-        # unseen ones are rejected, not all (0.38-0.92; 1.00 when nothing passed tau).
-        assert h["seen_open_set_acc"] >= 0.6, run
-        assert 0.25 <= h["unseen_rejected_as_unknown"] < 1.0, run
+        # The open-set figure is evidence: seen faces pass tau 0.9 (measured 0.97-1.00 at seeds
+        # 0-2, 1 and 2 threads, 240 faces; 0.66-0.81 when quick decayed after 8 of 12 passes) and
+        # some unseen ones are rejected, not all (0.27-0.45 of 192; 1.00 when nothing passed tau).
+        assert h["seen_open_set_acc"] >= 0.9, run
+        assert h["seen_test_faces"] == 240 and h["unseen_test_faces"] == 192, run
+        assert 0.2 <= h["unseen_rejected_as_unknown"] < 1.0, run

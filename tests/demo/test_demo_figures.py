@@ -67,6 +67,7 @@ def test_headline_and_per_class_figures_are_the_hand_computed_ones():
     # reals, 0.4 beats 3 -> 15 / 16. B's 0.95 beats 4, 0.55 beats 3 -> 7 / 8. Real alone has none.
     assert h["seen_detection_auc"] == pytest.approx((15 / 16 + 7 / 8) / 2)
     assert h["unseen_rejected_as_unknown"] == pytest.approx((2 / 4 + 1 / 2) / 2)
+    assert (h["seen_test_faces"], h["unseen_test_faces"]) == (4 + 4 + 2, 4 + 2)
 
 
 def test_demo_configs_carry_one_seed_and_a_thread_count():

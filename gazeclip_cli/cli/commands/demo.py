@@ -105,13 +105,13 @@ def _print_result(result: DemoResult, out: Path) -> None:
             [
                 "seen sets: attributed with p >= tau (open-set ACC)",
                 h["seen_open_set_acc"],
-                f"tau {result.evaluation.report.tau:g}",
+                f"tau {result.evaluation.report.tau:g}; {h['seen_test_faces']} faces",
             ],
             ["seen sets: detection AUC", h["seen_detection_auc"], "chance 0.50"],
             [
                 "unseen sets: rejected as unknown (open-set ACC)",
                 h["unseen_rejected_as_unknown"],
-                f"tau {result.evaluation.report.tau:g}",
+                f"tau {result.evaluation.report.tau:g}; {h['unseen_test_faces']} faces",
             ],
             [
                 "gaze estimator: held-out angular error (deg)",
