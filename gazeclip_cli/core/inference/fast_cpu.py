@@ -377,7 +377,7 @@ def _calibration_inputs(
         "face_mode": predictor.settings.face_mode,
         "inputs_sha256": digest.hexdigest(),
     }
-    return predictor.model, predictor.folder.model.cfg.name, feeds, info
+    return predictor.model, predictor.cfg.name, feeds, info
 
 
 def _quantize_dynamic(src: Path, dst: Path) -> None:
